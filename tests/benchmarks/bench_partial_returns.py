@@ -1,0 +1,60 @@
+"""Benchmark: `partial_returns` on 100,000 trajectories x 64 steps, for each policy class.
+
+Prints, side by side, our time, a straightforward per-trajectory Python loop (timed on a slice and scaled to the whole
+batch), and one `torch.cumsum` over the same tensor (the floor). Targets: speed-up over the loop >= 50x, and time
+within 3x of the cumsum.   Run: python tests/benchmarks/bench_partial_returns.py [--batch 100000] [--steps 64]
+"""
+import argparse
+import time
+
+import torch
+
+from ppg_nb.core import partial_returns, reward_indices, credit_matrix
+
+CLASSES = [("full", {}), ("greedy", {}), ("kstep", {"K": 4}), ("kstep", {"K": 16}), ("segment", {"length": 8}),
+           ("segment", {"boundaries": [10, 30, 50]})]
+
+
+def best_time(fn, repeats: int = 15) -> float:
+    "Best wall time of `fn` in seconds over `repeats` runs, after two warm-up runs."
+    fn(); fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def python_loop(rewards: torch.Tensor, R: list[list[int]]) -> list[list[float]]:
+    "The straightforward implementation: for each trajectory, for each step, sum its credited rewards."
+    returns = []
+    for trajectory in rewards.tolist():
+        returns.append([sum(trajectory[i] for i in R_t) for R_t in R])
+    return returns
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--loop-slice", type=int, default=2_000, help="trajectories timed for the Python loop")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rewards = torch.rand(args.batch, args.steps)
+    floor = best_time(lambda: torch.cumsum(rewards, -1))
+    print(f"{args.batch} x {args.steps} float32 on {torch.get_num_threads()} threads; "
+          f"one torch.cumsum (floor): {floor * 1e3:.2f} ms\n")
+    print(f"{'policy':<28}{'ours ms':>9}{'loop ms':>11}{'vs loop':>9}{'vs cumsum':>11}   targets: >=50x, <=3x")
+    for policy, params in CLASSES:
+        ours = best_time(lambda: partial_returns(rewards, policy, **params))
+        R = reward_indices(credit_matrix(args.steps, policy, **params))
+        sliced = rewards[:args.loop_slice]
+        start = time.perf_counter(); expected = python_loop(sliced, R); loop = time.perf_counter() - start
+        loop *= args.batch / len(sliced)
+        torch.testing.assert_close(partial_returns(sliced, policy, **params), torch.tensor(expected), rtol=1e-5, atol=1e-4)
+        label = f"{policy} {params}" if params else policy
+        verdict = "ok" if loop / ours >= 50 and ours / floor <= 3 else "MISSED"
+        print(f"{label:<28}{ours * 1e3:>9.2f}{loop * 1e3:>11.0f}{loop / ours:>8.0f}x{ours / floor:>10.2f}x   {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The repository is consistent: library = export of the notebooks, notebooks clean, README = index notebook."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _copy_tree(tmp_path: Path) -> Path:
+    "A copy of the files git would commit (tracked and untracked-not-ignored), without touching the work tree."
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    dest = tmp_path / "repo"
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def _differences(a: Path, b: Path, pattern: str) -> list[str]:
+    names = {p.relative_to(a) for p in a.glob(pattern)} | {p.relative_to(b) for p in b.glob(pattern)}
+    return sorted(str(n) for n in names if not (a / n).is_file() or not (b / n).is_file()
+                  or (a / n).read_bytes() != (b / n).read_bytes())
+
+
+def _nbdev(command: str) -> str:
+    return str(Path(sys.executable).parent / command)
+
+
+def test_library_is_the_export_of_the_notebooks(tmp_path):
+    copy = _copy_tree(tmp_path)
+    subprocess.run([_nbdev("nbdev_export")], cwd=copy, check=True, capture_output=True)
+    drift = _differences(ROOT / "ppg_nb", copy / "ppg_nb", "*.py")
+    assert not drift, f"nbdev_export would change {drift}: edit the notebooks, run nbdev_export, commit both"
+
+
+def test_notebooks_are_clean(tmp_path):
+    copy = _copy_tree(tmp_path)
+    subprocess.run([_nbdev("nbdev_clean")], cwd=copy, check=True, capture_output=True)
+    dirty = _differences(ROOT / "nbs", copy / "nbs", "*.ipynb")
+    assert not dirty, f"nbdev_clean would change {dirty}: notebooks are stored without outputs; run nbdev_clean"
+
+
+def test_readme_is_generated_from_index():
+    result = subprocess.run([sys.executable, ".ci/readme.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_readme_test_command_covers_notebooks_and_tests():
+    readme = (ROOT / "README.md").read_text()
+    test_section = readme.split("## Test", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert "nbdev_test" in test_section and "pytest" in test_section
