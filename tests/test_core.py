@@ -104,3 +104,14 @@ def test_lemma1_rewards_nonnegative_and_sum_to_final_score(scores, method):
     torch.testing.assert_close(rewards.sum(), scores[-1])
     if (torch.diff(scores) >= 0).all():  # monotone: the plain differences
         torch.testing.assert_close(rewards, torch.diff(scores, prepend=torch.zeros(1, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("policy, params", [("full", {}), ("kstep", {"K": 2}), ("kstep", {"K": 5}),
+                                            ("segment", {"length": 2}), ("segment", {"boundaries": [1, 4]})])
+def test_non_contiguous_and_integer_inputs(policy, params):
+    rewards = torch.rand(7, 5, dtype=torch.float64).T  # (5, 7), not contiguous
+    torch.testing.assert_close(partial_returns(rewards, policy, **params),
+                               reference_partial_returns(rewards.contiguous(), policy, **params))
+    counts = torch.randint(0, 3, (4, 7))  # integer rewards are promoted to the default float dtype
+    torch.testing.assert_close(partial_returns(counts, policy, **params),
+                               reference_partial_returns(counts, policy, **params).float())
