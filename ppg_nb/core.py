@@ -293,5 +293,5 @@ def credit_svg(n: int = 6, policies=FIGURE1_POLICIES, cell: int = 22) -> str:
                              f'fill="{fill}"/>')
         parts.append(f'<text x="{x0 + n * cell / 2}" y="{title_h + n * cell + 16}" text-anchor="middle">reward i →</text>')
         parts.append(f'<text x="{x0 - 8}" y="{title_h + n * cell / 2}" text-anchor="middle" '
-                     f'transform="rotate(-90 {x0 - 8} {title_h + n * cell / 2})">action t →</text>')
+                     f'transform="rotate(-90 {x0 - 8} {title_h + n * cell / 2})">← action t</text>')
     return "\n".join(parts + ["</svg>"])
