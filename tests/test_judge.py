@@ -1,0 +1,86 @@
+"""Tests for ppg_nb.judge: the re-exported rule judge and the LLM judge on a tiny model built in code."""
+import pytest
+import torch
+
+from ppg_nb.data import Conversation
+from ppg_nb.judge import LLMJudge, answer_token_ids, judge_turns, score_conversation, tiny_judge_checkpoint
+from ppg_nb.personas import make_dataset
+import ppg_nb.personas
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_judge_checkpoint(tmp_path_factory.mktemp("tiny") / "judge", seed=0)
+
+
+@pytest.fixture(scope="module")
+def judge(checkpoint):
+    return LLMJudge.from_pretrained(checkpoint, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def convs():
+    return make_dataset("therapy", 3, 6, seed=1)
+
+
+def test_rule_judge_is_reexported():
+    assert score_conversation is ppg_nb.personas.score_conversation and judge_turns is ppg_nb.personas.judge_turns
+
+
+def test_checkpoint_is_safetensors_and_loads(checkpoint, judge):
+    assert (checkpoint / "model.safetensors").is_file() and not list(checkpoint.glob("*.bin"))
+    assert judge.tokenizer.convert_ids_to_tokens(judge.yes_ids) == ["YES"]
+    assert judge.tokenizer.convert_ids_to_tokens(judge.no_ids) == ["NO"]
+    assert not judge.model.training
+
+
+def test_prob_yes_is_the_two_way_softmax_of_the_logits(judge, convs):
+    text = "You check whether a speaker stays in character. Persona: I am 30 years old. Line: I am 31 years old. Answer YES or NO."
+    ids = torch.tensor([judge.tokenizer(text)["input_ids"]])
+    with torch.no_grad(): logits = judge.model(input_ids=ids).logits[0, -1].double()
+    expected = torch.sigmoid(logits[judge.yes_ids[0]] - logits[judge.no_ids[0]])
+    assert judge.prob_yes([text])[0].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_batching_padding_and_determinism(judge):
+    prompts = ["NO", "Answer YES or NO.", "You check whether a speaker contradicts themselves. " * 6 + "Answer YES or NO.",
+               "I am 19 years old. I love drawing. Does this line contradict the persona?"] * 2
+    alone = torch.cat([judge.prob_yes([p]) for p in prompts])
+    for bs in (1, 3, 8):
+        j = LLMJudge(judge.model, judge.tokenizer, batch_size=bs)
+        assert torch.allclose(j.prob_yes(prompts), alone, atol=1e-5)
+    judge.tokenizer.padding_side = "right"
+    try: assert torch.allclose(judge.prob_yes(prompts), alone, atol=1e-5)
+    finally: judge.tokenizer.padding_side = "left"
+    assert torch.equal(judge.prob_yes(prompts), judge.prob_yes(prompts))
+    assert judge.prob_yes([]).shape == (0,)
+
+
+def test_score_shapes_ranges_and_window(judge, convs):
+    scores = judge.score(convs, prompt_weight=0.5, window=2)
+    assert [len(s) for s in scores] == [6, 6, 6] and all(0 <= r <= 1 for s in scores for r in s)
+    parts = judge.judge(convs, window=2)
+    assert all(d["line"][0] == 1.0 for d in parts)  # the first turn has no earlier line
+    only_prompt = judge.score(convs, prompt_weight=1.0, window=2)
+    assert all(a == pytest.approx(b, abs=1e-6) for s, d in zip(only_prompt, parts) for a, b in zip(s, d["prompt"]))
+    scored = judge.score_into(convs[:1])
+    assert isinstance(scored[0], Conversation) and len(scored[0].rewards) == 6 and convs[0].rewards != scored[0].rewards
+    assert scored[0].meta["llm_judge"] == {"prompt_weight": 0.5, "window": None}
+
+
+def test_chat_template_path(tmp_path, convs):
+    j = LLMJudge.from_pretrained(tiny_judge_checkpoint(tmp_path / "chat", chat_template=True), device="cpu")
+    assert j.chat_template
+    assert len(j.score(convs[:2])[1]) == 6
+    j2 = LLMJudge(j.model, j.tokenizer, chat_template=False)
+    assert not j2.chat_template
+
+
+def test_bad_input(judge, convs):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"): LLMJudge(judge.model, judge.tokenizer, batch_size=0)
+    with pytest.raises(ValueError, match="no single token for 'MAYBE'"): answer_token_ids(judge.tokenizer, "MAYBE")
+    with pytest.raises(ValueError, match="share a token"): LLMJudge(judge.model, judge.tokenizer, yes="NO", no="NO")
+    with pytest.raises(ValueError, match="prompts must be a list of strings"): judge.prob_yes("a prompt")
+    with pytest.raises(ValueError, match="prompt_weight must be a number in \\[0, 1\\]"): judge.score(convs, prompt_weight=-1)
+    with pytest.raises(ValueError, match="window must be an integer >= 1 or None"): judge.score(convs, window=0)
+    with pytest.raises(ValueError, match="not a Conversation"): judge.score([None])
