@@ -15,7 +15,8 @@ from .core import credit_matrix, credit_text, partial_returns, policy_label, cre
 from .decompose import decompose_rewards
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main']
+__all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main', 'train_config_from_args',
+           'run_train', 'experiments_command', 'run_experiments_cli']
 
 # %% ../nbs/11_cli.ipynb #23866e8c
 def credit_demo(n: int = 6, # number of steps
@@ -102,3 +103,109 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # bad input: one clear line, no traceback
         print(f"ppg_nb {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+# %% ../nbs/11_cli.ipynb #efaddb91
+def _flag(name: str) -> str: return "--" + (name if name == "K" else name.replace("_", "-"))
+
+
+def _none_or(cast):
+    "An argparse type that reads `none` as None."
+    def parse(text: str):
+        if text.lower() == "none": return None
+        try: return cast(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {cast.__name__} or none, got {text!r}") from None
+    parse.__name__ = cast.__name__
+    return parse
+
+
+def _add_train_arguments(parser):
+    "One flag per `TrainConfig` field, its help taken from the field; defaults are left out so that only given flags count."
+    import dataclasses
+    from ppg_nb.train import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        kind = str(f.type)  # e.g. "int | None" (annotations are strings here)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata['doc']} (default {default!r})".replace("%", "%%"))
+        if kind.startswith("bool"): parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+        elif kind.startswith("list"):
+            parser.add_argument(_flag(f.name), nargs="+", type=int if f.name == "segment_boundaries" else str, **kw)
+        else:
+            cast = {"int": int, "float": float}.get(kind.split(" ")[0], str)
+            parser.add_argument(_flag(f.name), type=_none_or(cast), metavar=f.name.upper(), **kw)
+
+# %% ../nbs/11_cli.ipynb #c56033a2
+def train_config_from_args(args) -> "TrainConfig":
+    "The `TrainConfig` of parsed `ppg_nb train` flags (on top of the checkpoint's config when resuming)."
+    import json
+    from ppg_nb.train import TrainConfig, find_checkpoint
+    given = {k: v for k, v in vars(args).items() if k != "command"}
+    if given.get("resume_from"):
+        saved = json.loads((find_checkpoint(given["resume_from"]) / "config.json").read_text())
+        return TrainConfig(**{**saved, **given})
+    return TrainConfig(**given)
+
+
+def _print_result(result) -> None:
+    c = result.config
+    print(f"policy: {result.to_dict()['policy_label']} | domain: {c.domain} | model: {result.base_model}")
+    if result.pc_before is not None:
+        print(f"persona consistency on {c.eval_personas} held-out personas, {c.n_turns} turns: "
+              f"before {result.pc_before:.3f} -> after {result.pc_after:.3f} ({result.pc_after - result.pc_before:+.3f})")
+        print("by turn before:", " ".join(f"{x:.2f}" for x in result.pc_by_turn_before))
+        print("by turn after: ", " ".join(f"{x:.2f}" for x in result.pc_by_turn_after))
+    print(f"{result.steps} steps, {result.tokens_per_s:.0f} tokens/s, {result.seconds:.0f} s; wrote {result.output}/result.json")
+
+
+@subcommand("train", "fine-tune with partial policy gradients and report persona consistency before and after")(_add_train_arguments)
+def run_train(args) -> int:
+    from ppg_nb.train import train
+    config = train_config_from_args(args)
+    try: result = train(config)
+    except KeyboardInterrupt: return 130
+    if result.output is not None: _print_result(result)
+    return 0
+
+# %% ../nbs/11_cli.ipynb #013fc594
+def _add_experiments_arguments(parser):
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="quick mode: one domain, two seeds, a small base model; minutes on a CPU (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="full mode: three domains, three seeds, the paper's lengths; hours on a CPU")
+    parser.set_defaults(mode="quick")
+    parser.add_argument("--output", type=Path, help="results folder (default runs/experiments-<mode>-<time>); rerun the "
+                                                    "same command on it to resume; a folder of another mode is refused")
+    parser.add_argument("--domains", nargs="+", metavar="DOMAIN", help="domains instead of the mode's (education therapy chatting)")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds instead of the mode's (full mode: at least 3)")
+    parser.add_argument("--plan", action="store_true", help="print the runs each study needs, and exit")
+
+
+def experiments_command(args) -> str:
+    "The exact command line of parsed `ppg_nb experiments` flags (recorded in meta.json)."
+    import shlex
+    parts = ["ppg_nb", "experiments", f"--{args.mode}", "--output", str(args.output)]
+    if args.domains: parts += ["--domains", *args.domains]
+    if args.seeds is not None: parts += ["--seeds", *map(str, args.seeds)]
+    return shlex.join(parts)
+
+# %% ../nbs/11_cli.ipynb #6ba17d7f
+@subcommand("experiments", "run the paper's experiments at toy scale (main table, sample size, length) into a results folder")(
+    _add_experiments_arguments)
+def run_experiments_cli(args) -> int:
+    import dataclasses, time
+    from ppg_nb import experiments as ex
+    spec = ex.FULL if args.mode == "full" else ex.QUICK
+    given = {k: tuple(v) for k, v in (("domains", args.domains), ("seeds", args.seeds)) if v is not None}
+    if given: spec = dataclasses.replace(spec, **given)  # validated: bad domains or seeds stop here
+    if args.plan:
+        print(ex.plan_text(spec))
+        return 0
+    if args.output is None: args.output = Path("runs") / f"experiments-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try: out = ex.run_experiments(spec, args.output, command=experiments_command(args))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished rows are in {args.output}; run the same command to resume:\n  "
+              f"{experiments_command(args)}", file=sys.stderr)
+        return 130
+    print(f"wrote {', '.join(f'{s}.csv ({len(out[s])} rows)' for s in ('table', 'scaling', 'length'))} and meta.json "
+          f"to {args.output}")
+    return 0

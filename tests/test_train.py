@@ -1,0 +1,157 @@
+"""The trainer: results on disk, exact resume, bad input refused before heavy compute, online/PPO, accelerate DDP on CPU.
+
+Everything runs on a tiny base model built once per session in a temporary cache (the empty-cache path), with a few steps.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ppg_nb.data import Conversation, save_conversations
+from ppg_nb.personas import make_dataset
+
+TINY = dict(mode="offline", n_conversations=24, n_turns=3, max_length=256, batch_size=4, eval_personas=0, lora_r=4, lora_alpha=8,
+            progress=False, base_conversations=48, base_steps=4)
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    "A fresh ppg_nb cache for the session: the tests start from an empty cache."
+    path = tmp_path_factory.getbasetemp() / "ppg_nb_cache"
+    old = os.environ.get("PPG_NB_CACHE")
+    os.environ["PPG_NB_CACHE"] = str(path)
+    yield path
+    if old is None: os.environ.pop("PPG_NB_CACHE", None)
+    else: os.environ["PPG_NB_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def base_dir(cache):
+    from ppg_nb.train import embedded_base
+    return embedded_base("education", TINY["base_conversations"], TINY["base_steps"], seed=0)
+
+
+def _config(tmp_path, name="run", **kw):
+    from ppg_nb.train import TrainConfig
+    return TrainConfig(**{**TINY, "output": str(tmp_path / name), **kw})
+
+
+def _adapter(run: Path) -> dict:
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def test_train_writes_result_adapter_and_log(tmp_path, base_dir):
+    from ppg_nb.train import train
+    result = train(_config(tmp_path, max_steps=3, eval_personas=2, save_every=2))
+    out = tmp_path / "run"
+    saved = json.loads((out / "result.json").read_text())
+    for key in ("pc_before", "pc_after", "policy", "K", "config"):
+        assert key in saved
+    assert saved["policy"] == "kstep" and saved["K"] == 2 and saved["config"]["max_steps"] == 3
+    assert 0 <= saved["pc_before"] <= 1 and 0 <= saved["pc_after"] <= 1
+    assert saved["base_model"] == str(base_dir)
+    assert any("lora_A" in k for k in _adapter(out))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["train/tokens_per_s"] > 0 for r in log)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+    assert result.steps == 3 and result.pc_after == saved["pc_after"]
+
+
+def test_resume_is_bit_exact(tmp_path, base_dir):
+    "An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one (CPU)."
+    from ppg_nb.train import train
+    kw = dict(max_steps=5, lora_dropout=0.1, baseline="running", schedule="cosine", warmup_steps=1, grad_accum=2)
+    train(_config(tmp_path, "whole", **kw))
+
+    def stop_at_2(step, record):
+        if step == 2: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, "cut", **kw), callback=stop_at_2)
+    assert (tmp_path / "cut" / "checkpoints" / "step-000002" / "state.pt").exists()
+    assert not (tmp_path / "cut" / "result.json").exists()
+    train(_config(tmp_path, "cut", resume_from=str(tmp_path / "cut"), **kw))
+    whole, cut = _adapter(tmp_path / "whole"), _adapter(tmp_path / "cut")
+    assert whole.keys() == cut.keys()
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    # the log of the resumed run has each step once
+    log = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5]
+    # and it differs from the base: training did something
+    assert any(v.abs().sum() > 0 for k, v in whole.items() if "lora_B" in k)
+
+
+def test_resume_refuses_a_changed_config(tmp_path, base_dir):
+    from ppg_nb.train import train
+    train(_config(tmp_path, max_steps=1))
+    with pytest.raises(ValueError, match="config differs in K"):
+        train(_config(tmp_path, resume_from=str(tmp_path / "run"), max_steps=2, K=3))
+
+
+@pytest.fixture
+def no_heavy_compute(monkeypatch):
+    "Make loading or building a model fail loudly: bad input must be refused before."
+    import ppg_nb.train as T
+    def heavy(*a, **k): raise AssertionError("heavy compute started before the bad input was refused")
+    monkeypatch.setattr(T, "load_model", heavy)
+    monkeypatch.setattr(T, "embedded_base", heavy)
+
+
+def test_bad_input_is_refused_before_heavy_compute(tmp_path, base_dir, no_heavy_compute):
+    from ppg_nb.train import TrainConfig, train
+    with pytest.raises(ValueError, match="unknown policy 'kstepp'"): TrainConfig(policy="kstepp")
+    with pytest.raises(ValueError, match="K must be an integer >= 1"): TrainConfig(K=0)
+    good = make_dataset("education", 3, 2, seed=0)
+    no_agent = Conversation(persona=good[0].persona, scenario="", role="Student", turns=[("Teacher", "Hello.")],
+                            agent_turns=[])
+    save_conversations(good + [no_agent], tmp_path / "no_agent.jsonl")
+    with pytest.raises(ValueError, match=r"no_agent.jsonl record 3: field 'agent_turns' is empty"):
+        train(_config(tmp_path, "a", data=str(tmp_path / "no_agent.jsonl")))
+    unscored = [Conversation(**{**good[0].__dict__, "rewards": []})]
+    save_conversations(good + unscored, tmp_path / "unscored.jsonl")
+    with pytest.raises(ValueError, match=r"record 3: field 'rewards' has 0 values for 2 agent turns"):
+        train(_config(tmp_path, "b", data=str(tmp_path / "unscored.jsonl")))
+    lines = (tmp_path / "unscored.jsonl").read_text().splitlines()
+    bad = json.loads(lines[0]); bad["rewards"] = [0.5]
+    (tmp_path / "mismatch.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"mismatch.jsonl line 1.*rewards"):
+        train(_config(tmp_path, "c", data=str(tmp_path / "mismatch.jsonl")))
+    # model directories without a tokenizer or without a chat template
+    (tmp_path / "m1").mkdir(); shutil.copy(base_dir / "config.json", tmp_path / "m1")
+    with pytest.raises(ValueError, match="has no tokenizer"): _config(tmp_path, model=str(tmp_path / "m1"))
+    shutil.copytree(base_dir, tmp_path / "m2"); (tmp_path / "m2" / "chat_template.jinja").unlink()
+    cfg = json.loads((tmp_path / "m2" / "tokenizer_config.json").read_text()); cfg.pop("chat_template", None)
+    (tmp_path / "m2" / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="has no chat template"): _config(tmp_path, model=str(tmp_path / "m2"))
+    # an output directory that holds another run
+    (tmp_path / "taken").mkdir(); (tmp_path / "taken" / "result.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds another run"): train(_config(tmp_path, "taken"))
+
+
+def test_online_ppo_step(tmp_path, base_dir):
+    from ppg_nb.train import train
+    result = train(_config(tmp_path, mode="online", policy="full", clip=0.2, ppo_epochs=2, online_batch=4, n_turns=2,
+                           max_steps=2, max_new_tokens=16))
+    assert [r["step"] for r in result.history] == [1, 2]
+    assert all(0 <= r["train/rollout_pc"] <= 1 for r in result.history)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["policy"] == "full" and saved["K"] is None and saved["config"]["clip"] == 0.2
+
+
+def test_accelerate_two_cpu_processes(tmp_path, base_dir):
+    "Two CPU processes under `accelerate launch` (DDP, gloo) train and write one result."
+    env = {**os.environ, "PPG_NB_CACHE": os.environ["PPG_NB_CACHE"], "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppg_nb", "train", "--model", str(base_dir), "--mode", "offline",
+           "--n-conversations", "16", "--n-turns", "2", "--batch-size", "2", "--max-steps", "2", "--eval-personas", "2",
+           "--lora-r", "4", "--no-progress", "--output", str(tmp_path / "ddp")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    assert saved["steps"] == 2 and saved["pc_after"] is not None
+    assert "persona consistency" in done.stdout
