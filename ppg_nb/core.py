@@ -154,12 +154,21 @@ def _interval_sums(x: torch.Tensor, ends: torch.Tensor, policy: str, params: dic
     if policy == "greedy": return x.clone()
     csum = x.cumsum(-1)
     stops = ends.unique_consecutive().tolist()
-    if policy in ("full", "segment") and len(stops) <= 32:  # few segments: each becomes C_end - C_t in place
-        start = 0
-        for stop in stops:
-            torch.sub(csum[..., stop - 1:stop].clone(), csum[..., start:stop], out=csum[..., start:stop])
-            start = stop
-        return csum.add_(x)
+    if policy in ("full", "segment"):
+        length = stops[0]
+        if n % length == 0 and stops == list(range(length, n + 1, length)):  # equal segments (full: one): a block view
+            blocks = csum.view(*csum.shape[:-1], n // length, length)
+            totals = blocks[..., -1:].clone()                              # C_{end-1} of every block
+            torch.sub(x.view_as(blocks), blocks, out=blocks)               # x_t - C_t, in place
+            return blocks.add_(totals).view_as(x)                          # + C_{end-1}, broadcast over the block
+        if len(stops) <= 32:  # a few unequal segments: x - C in one pass, then each segment's total added in place
+            totals = [csum[..., stop - 1:stop].clone() for stop in stops]
+            torch.sub(x, csum, out=csum)
+            start = 0
+            for stop, total in zip(stops, totals):
+                csum[..., start:stop] += total
+                start = stop
+            return csum
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     if policy == "kstep":  # e_t - 1 = t + K - 1, clamped to n - 1 for the last K - 1 steps
         K, flat_csum, flat_out = params["K"], csum.view(-1), out.view(-1)
