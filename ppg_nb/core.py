@@ -139,46 +139,47 @@ def _check_rewards(rewards, mask) -> tuple[torch.Tensor, torch.Tensor | None]:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match rewards shape {tuple(rewards.shape)}")
         if mask.dtype != torch.bool: raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
         rewards = rewards.masked_fill(~mask, 0)
-    if not torch.isfinite(rewards.sum()):  # one cheap reduction; locate the culprit only on failure
-        bad = (~torch.isfinite(rewards)).nonzero()
-        if len(bad):
-            where = tuple(bad[0].tolist())
-            raise ValueError(f"rewards must be finite: rewards{list(where)} = {rewards[where].item():g} "
-                             f"({len(bad)} non-finite values)")
     return rewards, mask
+
+
+def _require_finite(rewards: torch.Tensor, totals: torch.Tensor) -> None:
+    "Raise naming the first non-finite reward when `totals` (row sums of `rewards`, already at hand) are not all finite."
+    if torch.isfinite(totals).all(): return
+    bad = (~torch.isfinite(rewards)).nonzero()
+    if len(bad):
+        where = tuple(bad[0].tolist())
+        raise ValueError(f"rewards must be finite: rewards{list(where)} = {rewards[where].item():g} "
+                         f"({len(bad)} non-finite values)")
 
 # %% ../nbs/00_core.ipynb #d39e0992
 def _interval_sums(x: torch.Tensor, ends: torch.Tensor, policy: str, params: dict) -> torch.Tensor:
-    "Undiscounted $G_t = \\sum_{i=t}^{e_t-1} x_i = C_{e_t-1} - C_t + x_t$ from one inclusive cumsum $C$, in place where possible."
-    n, x = x.shape[-1], x.contiguous()
-    if policy == "greedy": return x.clone()
-    csum = x.cumsum(-1)
+    "Undiscounted $G_t = \\sum_{i=t}^{e_t-1} x_i = P_{e_t} - P_t$ from one cumsum into the exclusive prefix sums $P$."
+    n = x.shape[-1]
+    if policy == "greedy":
+        _require_finite(x, x.sum(-1))
+        return x.clone()
+    prefix = x.new_empty(x.shape[:-1] + (n + 1,))  # P_0 = 0, P_j = x_0 + ... + x_{j-1}
+    prefix[..., 0] = 0
+    torch.cumsum(x, -1, out=prefix[..., 1:])
+    _require_finite(x, prefix[..., -1])  # P_n is each row's total: free to check
     stops = ends.unique_consecutive().tolist()
     if policy in ("full", "segment"):
         length = stops[0]
-        if n % length == 0 and stops == list(range(length, n + 1, length)):  # equal segments (full: one): a block view
-            blocks = csum.view(*csum.shape[:-1], n // length, length)
-            totals = blocks[..., -1:].clone()                              # C_{end-1} of every block
-            torch.sub(x.view_as(blocks), blocks, out=blocks)               # x_t - C_t, in place
-            return blocks.add_(totals).view_as(x)                          # + C_{end-1}, broadcast over the block
-        if len(stops) <= 32:  # a few unequal segments: x - C in one pass, then each segment's total added in place
-            totals = [csum[..., stop - 1:stop].clone() for stop in stops]
-            torch.sub(x, csum, out=csum)
-            start = 0
-            for stop, total in zip(stops, totals):
-                csum[..., start:stop] += total
+        if stops == list(range(length, n + 1, length)):  # equal segments (full: one): one broadcast subtraction
+            starts = prefix[..., :n].unflatten(-1, (n // length, length))           # P_t, block by block
+            return torch.sub(prefix[..., length::length].unsqueeze(-1), starts).flatten(-2)  # P_{block end} - P_t
+        if len(stops) <= 32:  # a few unequal segments: one subtraction each
+            out, start = torch.empty_like(x), 0
+            for stop in stops:
+                torch.sub(prefix[..., stop:stop + 1], prefix[..., start:stop], out=out[..., start:stop])
                 start = stop
-            return csum
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    if policy == "kstep":  # e_t - 1 = t + K - 1, clamped to n - 1 for the last K - 1 steps
-        K, flat_csum, flat_out = params["K"], csum.view(-1), out.view(-1)
-        size = flat_csum.numel() - K + 1  # one contiguous shifted difference over the flattened batch ...
-        torch.sub(flat_csum[K - 1:], flat_csum[:size], out=flat_out[:size])
-        if K > 1:  # ... is wrong only where t + K - 1 runs into the next row: t > n - K, fixed here
-            torch.sub(csum[..., -1:], csum[..., n - K + 1:], out=out[..., n - K + 1:])
-    else:
-        torch.sub(csum.index_select(-1, (ends - 1).to(x.device)), csum, out=out)
-    return out.add_(x)
+            return out
+    if policy == "kstep":  # e_t = t + K, clamped to n for the last K - 1 steps
+        K, out = params["K"], torch.empty_like(x)
+        torch.sub(prefix[..., K:], prefix[..., :n - K + 1], out=out[..., :n - K + 1])
+        torch.sub(prefix[..., n:], prefix[..., n - K + 1:n], out=out[..., n - K + 1:])
+        return out
+    return prefix.index_select(-1, ends.to(x.device)) - prefix[..., :n]
 
 
 def discounted_suffix_sums(x: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -211,6 +212,7 @@ def partial_returns(rewards: torch.Tensor, # `(..., n)` per-step rewards, any fl
     rewards, mask = _check_rewards(rewards, mask)
     n, dtype = rewards.shape[-1], rewards.dtype
     x = rewards.to(_working_dtype(dtype, n))
+    if policy == "custom" or (gamma != 1 and policy != "greedy"): _require_finite(x, x.sum(-1))
     if policy == "custom":
         credit = credit_matrix(n, policy, **params)
         steps = torch.arange(n, dtype=torch.float64)
