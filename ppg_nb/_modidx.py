@@ -342,4 +342,5 @@ d = { 'settings': { 'branch': 'main',
                                 'ppg_nb.widgets._on_change': ('widgets.html#_on_change', 'ppg_nb/widgets.py'),
                                 'ppg_nb.widgets.explore_tradeoff': ('widgets.html#explore_tradeoff', 'ppg_nb/widgets.py'),
                                 'ppg_nb.widgets.has_widget_frontend': ('widgets.html#has_widget_frontend', 'ppg_nb/widgets.py'),
+                                'ppg_nb.widgets.redraw': ('widgets.html#redraw', 'ppg_nb/widgets.py'),
                                 'ppg_nb.widgets.tradeoff_figure': ('widgets.html#tradeoff_figure', 'ppg_nb/widgets.py')}}}

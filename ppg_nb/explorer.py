@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from .data import conversation_text, load_conversations
 from .experiments import (Results, _k_color, _mean_se, best_k, load_results, run_name, scaling_method,
                                 summarize_table)
-from .widgets import has_widget_frontend
+from .widgets import has_widget_frontend, redraw
 
 # %% auto #0
 __all__ = ['curves_figure', 'table_html', 'samples_html', 'ResultsExplorer', 'StaticExplorer', 'explorer']
@@ -154,10 +154,7 @@ def _on_change(self: ResultsExplorer, change=None):
                 slider.options = options
                 slider.value = value
         new = curves_figure(self.results, **self.state)
-        with self.figure.batch_update():
-            for live, trace in zip(self.figure.data, new.data):
-                live.update({key: trace[key] for key in _COPIED})
-            self.figure.layout.update(new.layout.to_plotly_json())
+        redraw(self.figure, new, _COPIED)
         self.last_redraw_s = time.perf_counter() - t0
         self._show()
     finally:

@@ -15,7 +15,7 @@ from .core import _check_int, credit_figure, policy_label
 from .theory import ExactEnv, best_k, gradient_errors, tradeoff_grid, tradeoff_table
 
 # %% auto #0
-__all__ = ['N_GRID', 'MAX_N', 'DELTA', 'WIDGET_SEEDS', 'tradeoff_figure', 'has_widget_frontend', 'TradeoffExplorer',
+__all__ = ['N_GRID', 'MAX_N', 'DELTA', 'WIDGET_SEEDS', 'tradeoff_figure', 'has_widget_frontend', 'redraw', 'TradeoffExplorer',
            'explore_tradeoff']
 
 # %% ../nbs/03_widgets.ipynb #7916e3d5
@@ -110,6 +110,15 @@ def has_widget_frontend() -> bool:
 _COPIED = ("x", "y", "visible", "name", "mode", "marker", "line", "showlegend")
 
 
+def redraw(live, # a plotly `FigureWidget` on screen
+           new, # a figure with the same traces in the same order
+           keys=_COPIED): # trace properties to copy
+    "Copy `new`'s trace data and layout into the live figure in one batch update (the browser re-renders once)."
+    with live.batch_update():
+        for old, trace in zip(live.data, new.data): old.update({key: trace[key] for key in keys})
+        live.layout.update(new.layout.to_plotly_json())
+
+
 class TradeoffExplorer:
     "Sliders for K, N, horizon and n over a live plotly figure of the three panels."
     def __init__(self, n: int = 6, horizon: int = 3, K: int = 2, N: int = 64):
@@ -161,10 +170,7 @@ def _on_change(self: TradeoffExplorer, change=None):
             slider.max = n
         s = self.state
         new = tradeoff_figure(s["n"], s["horizon"], s["K"], s["N"])
-        with self.figure.batch_update():
-            for live, trace in zip(self.figure.data, new.data):
-                live.update({key: trace[key] for key in _COPIED})
-            self.figure.layout.update(new.layout.to_plotly_json())
+        redraw(self.figure, new, _COPIED)
         self.last_redraw_s = time.perf_counter() - t0
         self._set_status()
     finally:
