@@ -67,7 +67,7 @@ def scaling_method(K: int, # lookahead
 _RESERVED = ("domain", "policy", "K", "segment_length", "segment_boundaries", "clip", "n_conversations", "n_turns",
              "seed", "data", "data_seed", "eval_personas", "output", "resume_from")
 # spec fields that define what a result means: a results folder refuses a spec that differs in them
-_DEFINING = ("n_train", "n_turns", "eval_personas", "train_overrides")
+_DEFINING = ("n_train", "n_turns", "eval_personas", "length_N", "train_overrides")
 
 
 def _ints(value, name: str, minimum: int) -> tuple:
@@ -88,12 +88,14 @@ class ExperimentSpec:
     domains: tuple = ("education", "therapy", "chatting") # synthetic domains of `ppg_nb.personas`
     methods: tuple = tuple(METHODS) # methods of the main table (names of `METHODS` or "kstep-<K>")
     seeds: tuple = (0, 1, 2) # training seeds (data, LoRA init, order); evaluation personas of eval_seed + seed
-    n_train: int = 256 # logged training conversations N of the main table and of the length study
+    n_train: int = 256 # training conversations N of the main table
     n_turns: int = 10 # agent turns per conversation in the main table and the scaling study
     Ns: tuple = (16, 64, 256, 1024) # scaling study: numbers of training conversations
     Ks: tuple = (1, 2, 3, 4, 5) # scaling study: lookaheads (K = 1 and K = n_turns, full planning, are always added)
     lengths: tuple = (10, 20, 40, 60) # length study: conversation lengths in agent turns (train and evaluate)
     length_methods: tuple = ("base", "greedy", "kstep-2", "kstep-3", "kstep-5", "full") # methods of the length study
+    length_domains: tuple | None = None # domains of the length study (None: all `domains`)
+    length_N: int | None = None # training conversations N of the length study (None: `n_train`)
     eval_personas: int = 64 # held-out personas per evaluation (PC is their mean per-turn consistency)
     n_samples: int = 2 # conversations saved before and after training per run (first seed, table and scaling runs); 0: none
     train_overrides: dict = field(default_factory=dict) # other `TrainConfig` fields for every run (base recipe, lr, ...)
@@ -107,8 +109,13 @@ class ExperimentSpec:
             if d not in DOMAINS: raise ValueError(f"ExperimentSpec: unknown domain {d!r}: choose one of {', '.join(DOMAINS)}")
         self.methods, self.length_methods = tuple(self.methods), tuple(self.length_methods)
         for m in self.methods + self.length_methods: method_config(m)
+        if self.length_domains is None: self.length_domains = self.domains
+        self.length_domains = tuple(self.length_domains) if isinstance(self.length_domains, (list, tuple)) else (self.length_domains,)
+        if not set(self.length_domains) <= set(self.domains):
+            raise ValueError(f"ExperimentSpec: length_domains {self.length_domains} must be among domains {self.domains}")
         self.seeds = _ints(self.seeds, "seeds", 0)
         self.n_train, self.n_turns = _ints(self.n_train, "n_train", 1)[0], _ints(self.n_turns, "n_turns", 1)[0]
+        self.length_N = _ints(self.n_train if self.length_N is None else self.length_N, "length_N", 1)[0]
         self.Ns, self.Ks, self.lengths = _ints(self.Ns, "Ns", 1), _ints(self.Ks, "Ks", 1), _ints(self.lengths, "lengths", 1)
         if max(self.Ks) > self.n_turns: raise ValueError(f"ExperimentSpec: Ks must be <= n_turns = {self.n_turns}, got {self.Ks}")
         self.eval_personas = _ints(self.eval_personas, "eval_personas", 1)[0]
@@ -150,7 +157,10 @@ QUICK = ExperimentSpec(
     length_methods=("base", "greedy", "kstep-2", "full"), eval_personas=8, n_samples=2,
     train_overrides=dict(base_conversations=300, base_steps=60, max_new_tokens=32, lora_r=8))
 
-FULL = ExperimentSpec("full")
+FULL = ExperimentSpec(
+    "full", domains=("education", "chatting"), seeds=(0, 1, 2), n_train=384, n_turns=10, Ns=(128, 384, 768), Ks=(1, 2, 3),
+    lengths=(10, 20, 40, 60), length_methods=("base", "greedy", "kstep-2", "full"), length_domains=("education",),
+    length_N=128, eval_personas=64, n_samples=2)
 
 # %% ../nbs/13_experiments.ipynb #8a355c07
 def run_name(domain: str, method: str, N: int, n_turns: int, seed: int) -> str:
@@ -191,8 +201,8 @@ def plan(spec: ExperimentSpec) -> pd.DataFrame:
             rows += [dict(study="scaling", domain=d, method=scaling_method(K, spec.n_turns), K=K, N=N, n_turns=spec.n_turns,
                           seed=s) for N in spec.Ns for K in spec.scaling_Ks]
     for s in spec.seeds:
-        for d in spec.domains:
-            rows += [dict(study="length", domain=d, method=m, N=spec.n_train, n_turns=L, seed=s)
+        for d in spec.length_domains:
+            rows += [dict(study="length", domain=d, method=m, N=spec.length_N, n_turns=L, seed=s)
                      for L in spec.lengths for m in spec.length_methods]
     df = pd.DataFrame(rows, columns=["study", "domain", "method", "K", "N", "n_turns", "seed"])
     df["K"] = df.K.astype("Int64")
@@ -214,9 +224,9 @@ def plan_text(spec: ExperimentSpec) -> str:
 # %% ../nbs/13_experiments.ipynb #5dafbdf3
 COLUMNS = {"table": ("domain", "method", "seed", "N", "pc", "seconds"),
            "scaling": ("domain", "N", "K", "seed", "pc"),
-           "length": ("domain", "method", "n_turns", "seed", "pc")}
+           "length": ("domain", "method", "N", "n_turns", "seed", "pc")}
 _KEYS = {"table": ("domain", "method", "seed", "N"), "scaling": ("domain", "N", "K", "seed"),
-         "length": ("domain", "method", "n_turns", "seed")}
+         "length": ("domain", "method", "N", "n_turns", "seed")}
 _TYPES = {"domain": str, "method": str, "seed": int, "N": int, "K": int, "n_turns": int, "pc": float, "seconds": float}
 
 
@@ -325,6 +335,7 @@ class _Runner:
     def __init__(self, spec: ExperimentSpec, output, command: str | None = None, log=print):
         self.spec, self.out = spec, Path(output)
         self.meta = open_output(spec, self.out, command)
+        self.command_index = len(self.meta["commands"]) - 1  # this command's entry (another command may append later)
         self.log = log or (lambda *a, **k: None)
         self.trained, self.reused = 0, 0
         self._models, self._base, self._before = {}, {}, {}
@@ -457,15 +468,15 @@ def run_scaling(spec: ExperimentSpec, output, command: str | None = None, log=pr
 
 
 def run_length(spec: ExperimentSpec, output, command: str | None = None, log=print) -> pd.DataFrame:
-    "Figure 5: PC per (domain, method, conversation length, seed) at N = `n_train`, written to `output/length.csv`."
+    "Figure 5: PC per (domain, method, conversation length, seed) at N = `length_N`, written to `output/length.csv`."
     return _Runner(spec, output, command, log).run_study("length")
 
 # %% ../nbs/13_experiments.ipynb #ecaa8e17
 def _finish(runner: _Runner) -> dict:
-    "Mark the last command of meta.json finished (and the folder complete when every planned row is there)."
+    "Mark this command in meta.json finished (and the folder complete when every planned row is there)."
     meta_file = runner.out / "meta.json"
     meta = json.loads(meta_file.read_text())
-    meta["commands"][-1].update(finished=_now(), trained=runner.trained, reused=runner.reused,
+    meta["commands"][runner.command_index].update(finished=_now(), trained=runner.trained, reused=runner.reused,
                                 seconds=round(time.time() - runner.started, 1))
     p = plan(runner.spec)
     complete = True

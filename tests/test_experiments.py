@@ -166,7 +166,12 @@ def test_spec_refuses_bad_settings():
     with pytest.raises(ValueError, match="at least 3 seeds"): ExperimentSpec("full", seeds=(0,))
     with pytest.raises(ValueError, match="may not set"): ExperimentSpec("quick", train_overrides={"seed": 3})
     with pytest.raises(ValueError, match="Ks must be <= n_turns"): ExperimentSpec("quick", n_turns=4, Ks=(5,))
-    assert len(FULL.seeds) >= 3 and FULL.lengths == (10, 20, 40, 60) and len(FULL.domains) == 3
+    # the targets: at least two domains, three seeds, the paper's lengths, every method in the table
+    assert len(FULL.seeds) >= 3 and FULL.lengths == (10, 20, 40, 60) and len(FULL.domains) >= 2
+    from ppg_nb.experiments import METHODS
+    assert set(FULL.methods) == set(METHODS) and {1, FULL.n_turns} <= set(FULL.scaling_Ks) and len(FULL.Ns) >= 3
+    with pytest.raises(ValueError, match="length_domains"): ExperimentSpec("quick", domains=("education",), length_domains=("therapy",))
+    assert ExperimentSpec("quick", n_train=64).length_N == 64 and set(plan(FULL)[lambda d: d.study == "length"].N) == {FULL.length_N}
     p = plan(QUICK)
     assert set(p.study) == {"table", "scaling", "length"}
     assert {1, QUICK.n_turns} <= set(p[p.study == "scaling"].K.dropna())
@@ -196,4 +201,10 @@ def test_cli_plan(capsys):
     from ppg_nb.cli import main
     assert main(["experiments", "--full", "--plan"]) == 0
     text = capsys.readouterr().out
-    assert "mode full: education, therapy, chatting; seeds [0, 1, 2]" in text and "distinct training runs" in text
+    from ppg_nb.experiments import FULL
+    assert f"mode full: {', '.join(FULL.domains)}; seeds [0, 1, 2]" in text and "distinct training runs" in text
+    # a domain outside the length study's domains runs no length rows
+    outside = [d for d in FULL.domains if d not in FULL.length_domains]
+    if outside:
+        assert main(["experiments", "--full", "--plan", "--domains", outside[0]]) == 0
+        assert "length:" not in capsys.readouterr().out
