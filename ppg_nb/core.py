@@ -11,9 +11,9 @@ import numbers
 import torch
 
 # %% auto #0
-__all__ = ['POLICIES', 'FIGURE1_POLICIES', 'check_policy', 'interval_ends', 'credit_matrix', 'credit_text', 'reward_indices',
-           'action_indices', 'discounted_suffix_sums', 'partial_returns', 'reference_partial_returns', 'float32_error',
-           'policy_label', 'credit_figure', 'credit_svg']
+__all__ = ['POLICIES', 'SEGMENT_MATMUL_STEPS', 'FIGURE1_POLICIES', 'check_policy', 'interval_ends', 'credit_matrix',
+           'credit_text', 'reward_indices', 'action_indices', 'discounted_suffix_sums', 'partial_returns',
+           'reference_partial_returns', 'float32_error', 'policy_label', 'credit_figure', 'credit_svg']
 
 # %% ../nbs/00_core.ipynb #4e46329e
 POLICIES = ("full", "greedy", "kstep", "segment", "custom")
@@ -143,8 +143,8 @@ def _check_rewards(rewards, mask) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _require_finite(rewards: torch.Tensor, totals: torch.Tensor) -> None:
-    "Raise naming the first non-finite reward when `totals` (row sums of `rewards`, already at hand) are not all finite."
-    if torch.isfinite(totals).all(): return
+    "Raise naming the first non-finite reward when `totals` (sums already at hand that include every reward) do not add up to a finite number."
+    if torch.isfinite(totals.sum()): return  # one reduction; an overflow to inf only costs the search below
     bad = (~torch.isfinite(rewards)).nonzero()
     if len(bad):
         where = tuple(bad[0].tolist())
@@ -152,12 +152,31 @@ def _require_finite(rewards: torch.Tensor, totals: torch.Tensor) -> None:
                          f"({len(bad)} non-finite values)")
 
 # %% ../nbs/00_core.ipynb #d39e0992
+SEGMENT_MATMUL_STEPS = 128  # on CPU, segment returns of trajectories up to this long are one small matmul
+
+
+def _segment_sums_matmul(x: torch.Tensor, stops: list[int]) -> torch.Tensor:
+    "Segment returns $G = x\\,C^\\top$ on CPU: one $L \\times L$ block for segments of equal length $L$, else the $n \\times n$ credit matrix."
+    n = x.shape[-1]
+    length = stops[0]
+    if stops == list(range(length, n + 1, length)):
+        within = torch.ones(length, length, dtype=x.dtype).tril()  # within[i, t] = 1 when i >= t: i is in R_t
+        out = (x.reshape(-1, length) @ within).view(x.shape)
+    else:
+        credit = credit_matrix(n, "segment", boundaries=stops[:-1])
+        out = (x.reshape(-1, n) @ credit.T.to(x.dtype)).view(x.shape)
+    _require_finite(x, out)  # G_t includes r_t, so a non-finite reward shows in the returns
+    return out
+
+
 def _interval_sums(x: torch.Tensor, ends: torch.Tensor, policy: str, params: dict) -> torch.Tensor:
     "Undiscounted $G_t = \\sum_{i=t}^{e_t-1} x_i = P_{e_t} - P_t$ from one cumsum into the exclusive prefix sums $P$."
     n = x.shape[-1]
     if policy == "greedy":
-        _require_finite(x, x.sum(-1))
+        _require_finite(x, x)
         return x.clone()
+    if policy == "segment" and x.device.type == "cpu" and n <= SEGMENT_MATMUL_STEPS:
+        return _segment_sums_matmul(x, ends.unique_consecutive().tolist())
     prefix = x.new_empty(x.shape[:-1] + (n + 1,))  # P_0 = 0, P_j = x_0 + ... + x_{j-1}
     prefix[..., 0] = 0
     torch.cumsum(x, -1, out=prefix[..., 1:])
@@ -212,7 +231,7 @@ def partial_returns(rewards: torch.Tensor, # `(..., n)` per-step rewards, any fl
     rewards, mask = _check_rewards(rewards, mask)
     n, dtype = rewards.shape[-1], rewards.dtype
     x = rewards.to(_working_dtype(dtype, n))
-    if policy == "custom" or (gamma != 1 and policy != "greedy"): _require_finite(x, x.sum(-1))
+    if policy == "custom" or (gamma != 1 and policy != "greedy"): _require_finite(x, x)
     if policy == "custom":
         credit = credit_matrix(n, policy, **params)
         steps = torch.arange(n, dtype=torch.float64)
