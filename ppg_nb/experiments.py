@@ -275,7 +275,7 @@ def versions() -> dict:
         import subprocess
         root = Path(ppg_nb.__file__).resolve().parents[1]
         git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
         if git.returncode == 0: v["git"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError): pass
     return v
@@ -453,31 +453,12 @@ def _run_study(self: _Runner, study: str) -> pd.DataFrame:
 _Runner.run_study = _run_study
 
 # %% ../nbs/13_experiments.ipynb #7bd312a3
-def run_table(spec: ExperimentSpec, # the experiment
-              output, # results folder (created; rerun to resume)
-              command: str | None = None, # recorded in meta.json
-              log=print, # progress lines; None: quiet
-             ) -> pd.DataFrame: # table.csv: domain, method, seed, N, pc, seconds
-    "The main table: PC of every method at N = `n_train`, per domain and seed, written row by row to `output/table.csv`."
-    return _Runner(spec, output, command, log).run_study("table")
-
-
-def run_scaling(spec: ExperimentSpec, output, command: str | None = None, log=print) -> pd.DataFrame:
-    "Figures 3-4: PC per (domain, N, K, seed), K = 1 (greedy) to `n_turns` (full planning), written to `output/scaling.csv`."
-    return _Runner(spec, output, command, log).run_study("scaling")
-
-
-def run_length(spec: ExperimentSpec, output, command: str | None = None, log=print) -> pd.DataFrame:
-    "Figure 5: PC per (domain, method, conversation length, seed) at N = `length_N`, written to `output/length.csv`."
-    return _Runner(spec, output, command, log).run_study("length")
-
-# %% ../nbs/13_experiments.ipynb #ecaa8e17
 def _finish(runner: _Runner) -> dict:
     "Mark this command in meta.json finished (and the folder complete when every planned row is there)."
     meta_file = runner.out / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta["commands"][runner.command_index].update(finished=_now(), trained=runner.trained, reused=runner.reused,
-                                seconds=round(time.time() - runner.started, 1))
+                                                 seconds=round(time.time() - runner.started, 1))
     p = plan(runner.spec)
     complete = True
     for study in COLUMNS:
@@ -488,6 +469,33 @@ def _finish(runner: _Runner) -> dict:
     return meta
 
 
+def _run_one(study: str, spec: ExperimentSpec, output, command: str | None, log) -> pd.DataFrame:
+    "Run one study into `output` and mark this command finished in meta.json."
+    runner = _Runner(spec, output, command, log)
+    frame = runner.run_study(study)
+    _finish(runner)
+    return frame
+
+
+def run_table(spec: ExperimentSpec, # the experiment
+              output, # results folder (created; rerun to resume)
+              command: str | None = None, # recorded in meta.json
+              log=print, # progress lines; None: quiet
+             ) -> pd.DataFrame: # table.csv: domain, method, seed, N, pc, seconds
+    "The main table: PC of every method at N = `n_train`, per domain and seed, written row by row to `output/table.csv`."
+    return _run_one("table", spec, output, command, log)
+
+
+def run_scaling(spec: ExperimentSpec, output, command: str | None = None, log=print) -> pd.DataFrame:
+    "Figures 3-4: PC per (domain, N, K, seed), K = 1 (greedy) to `n_turns` (full planning), written to `output/scaling.csv`."
+    return _run_one("scaling", spec, output, command, log)
+
+
+def run_length(spec: ExperimentSpec, output, command: str | None = None, log=print) -> pd.DataFrame:
+    "Figure 5: PC per (domain, method, conversation length, seed) at N = `length_N`, written to `output/length.csv`."
+    return _run_one("length", spec, output, command, log)
+
+# %% ../nbs/13_experiments.ipynb #ecaa8e17
 def run_experiments(spec: ExperimentSpec, # the mode to run (`QUICK`, `FULL` or your own)
                     output, # results folder (created; rerun the same call to resume)
                     command: str | None = None, # the command line, recorded in meta.json

@@ -106,6 +106,18 @@ def test_interrupted_run_loses_nothing(tmp_path, cache, monkeypatch):
     assert res["meta"]["complete"] and len(res["table"]) == 3 and len(res["scaling"]) == 4
 
 
+def test_studies_run_one_at_a_time_complete_the_folder(tmp_path, cache):
+    from ppg_nb.experiments import run_table, run_scaling, run_length
+    spec, out = micro_spec(), tmp_path / "res"
+    for run in (run_table, run_scaling):
+        run(spec, out, command=run.__name__, log=None)
+        assert not json.loads((out / "meta.json").read_text())["complete"]  # the length study is still missing
+    run_length(spec, out, command="run_length", log=None)
+    meta = json.loads((out / "meta.json").read_text())
+    assert [c["command"] for c in meta["commands"]] == ["run_table", "run_scaling", "run_length"]
+    assert all(c["finished"] for c in meta["commands"]) and meta["complete"]
+
+
 def test_output_of_another_mode_or_spec_is_refused(tmp_path):
     from ppg_nb.experiments import QUICK, open_output, run_table
     open_output(QUICK, tmp_path / "q")
