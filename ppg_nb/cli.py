@@ -171,7 +171,7 @@ def _add_experiments_arguments(parser):
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="quick mode: one domain, two seeds, a small base model; minutes on a CPU (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="full mode: two domains, three seeds, the paper's lengths; about 2 hours on 2 CPU cores")
+                      help="full mode: two domains, three seeds, 108 training runs; about 2 hours on 2 CPU cores")
     parser.set_defaults(mode="quick")
     parser.add_argument("--output", type=Path, help="results folder (default runs/experiments-<mode>-<time>); rerun the "
                                                     "same command on it to resume; a folder of another mode is refused")

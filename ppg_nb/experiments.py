@@ -159,7 +159,7 @@ QUICK = ExperimentSpec(
 
 FULL = ExperimentSpec(
     "full", domains=("education", "chatting"), seeds=(0, 1, 2), n_train=320, n_turns=10, Ns=(128, 320, 768), Ks=(1, 2, 3),
-    lengths=(10, 20, 40, 60), length_methods=("base", "kstep-2", "full"), length_domains=("education",),
+    lengths=(10, 20, 40), length_methods=("base", "kstep-2", "full"), length_domains=("education",),
     length_N=128, eval_personas=64, n_samples=2)
 
 # %% ../nbs/13_experiments.ipynb #8a355c07
