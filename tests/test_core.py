@@ -1,4 +1,6 @@
 """Property tests of ppg_nb.core and ppg_nb.decompose against their definitions."""
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -28,6 +30,20 @@ def test_partial_returns_match_the_definition(data, n, batch, gamma):
     rewards = torch.randn(shape, generator=torch.Generator().manual_seed(n * 7 + batch), dtype=torch.float64)
     got = partial_returns(rewards, policy, gamma=gamma, **params)
     torch.testing.assert_close(got, reference_partial_returns(rewards, policy, gamma, **params))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), st.sampled_from([7, 64, 128, 129, 200]), st.booleans())
+def test_segment_returns_on_both_routes(data, n, equal):
+    "On CPU, segments of n <= SEGMENT_MATMUL_STEPS are a matmul and longer ones prefix sums: both are the definition, both refuse inf/nan."
+    if equal: params = {"length": data.draw(st.integers(1, n))}
+    else: params = {"boundaries": sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=6)))}
+    rewards = torch.rand(3, n, generator=torch.Generator().manual_seed(n))
+    torch.testing.assert_close(partial_returns(rewards, "segment", **params).double(),
+                               reference_partial_returns(rewards, "segment", **params).double(), rtol=1e-5, atol=1e-4)
+    where = [data.draw(st.integers(0, 2)), data.draw(st.integers(0, n - 1))]
+    rewards[tuple(where)] = data.draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+    with pytest.raises(ValueError, match=re.escape(f"rewards{where}")): partial_returns(rewards, "segment", **params)
 
 
 @settings(max_examples=100, deadline=None)
