@@ -70,6 +70,11 @@ _RESERVED = ("domain", "policy", "K", "segment_length", "segment_boundaries", "c
 _DEFINING = ("n_train", "n_turns", "eval_personas", "length_N", "train_overrides")
 
 
+def _names(value) -> tuple:
+    "`value` as a tuple of names: a list or tuple as it is, a single name as a 1-tuple."
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 def _ints(value, name: str, minimum: int) -> tuple:
     "`value` as a non-empty tuple of distinct integers >= minimum."
     items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
@@ -103,14 +108,13 @@ class ExperimentSpec:
     def __post_init__(self):
         if not isinstance(self.name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", self.name):
             raise ValueError(f"ExperimentSpec: name must be a lower-case word like 'quick', got {self.name!r}")
-        self.domains = tuple(self.domains) if isinstance(self.domains, (list, tuple)) else (self.domains,)
+        self.domains = _names(self.domains)
         if not self.domains: raise ValueError("ExperimentSpec: domains must not be empty")
         for d in self.domains:
             if d not in DOMAINS: raise ValueError(f"ExperimentSpec: unknown domain {d!r}: choose one of {', '.join(DOMAINS)}")
         self.methods, self.length_methods = tuple(self.methods), tuple(self.length_methods)
         for m in self.methods + self.length_methods: method_config(m)
-        if self.length_domains is None: self.length_domains = self.domains
-        self.length_domains = tuple(self.length_domains) if isinstance(self.length_domains, (list, tuple)) else (self.length_domains,)
+        self.length_domains = self.domains if self.length_domains is None else _names(self.length_domains)
         if not set(self.length_domains) <= set(self.domains):
             raise ValueError(f"ExperimentSpec: length_domains {self.length_domains} must be among domains {self.domains}")
         self.seeds = _ints(self.seeds, "seeds", 0)
