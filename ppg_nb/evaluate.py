@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Conversation
-from .render import to_messages, supports_system_role
+from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
-__all__ = ['SMALL_MODEL', 'generation_threads', 'agent_lines', 'Evaluation', 'persona_consistency', 'evaluate']
+__all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'Rollout', 'turn_closing',
+           'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency', 'evaluate']
 
 # %% ../nbs/09_evaluate.ipynb #8881967b
 SMALL_MODEL = 50_000_000  # parameters: below this, CPU generation runs on one thread
@@ -31,24 +32,154 @@ def generation_threads(model):
         if small: torch.set_num_threads(before)
 
 
-def agent_lines(model, # a causal LM (peft-wrapped or not)
-                tokenizer, # its tokenizer (left padding)
-                conversations: list[Conversation], # partial conversations: the agent speaks next
-                temperature: float = 1.0, # 0: greedy decoding
-                max_new_tokens: int = 48, # longest line in tokens
-                system_role: bool | None = None) -> list[str]: # None: ask the template
-    "The agent's next line for every partial conversation, from one batched `generate`."
-    if not conversations: return []
-    if system_role is None: system_role = supports_system_role(tokenizer)
-    prompts = [tokenizer.apply_chat_template(to_messages(c, system_role), tokenize=False, add_generation_prompt=True)
-               for c in conversations]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False, padding_side="left").to(model.device)
+def end_of_turn_ids(model, tokenizer) -> set[int]:
+    "The ids that end the agent's turn: the tokenizer's and the model's generation config's end-of-sequence tokens."
+    ids = {tokenizer.eos_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    return {i for i in ids if i is not None}
+
+
+def stop_ids(model, tokenizer, stop: str | None = "\n") -> set[int]:
+    "Ids a line ends at: the end-of-turn ids, and every token whose text contains `stop` (None: end of turn only)."
+    ids = end_of_turn_ids(model, tokenizer)
+    if stop:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        ids |= {i for i, t in enumerate(texts) if stop in t}
+    return ids
+
+# %% ../nbs/09_evaluate.ipynb #42c8fdaa
+class _StopAtIds:
+    "Stopping criterion: a row is done once its newest token is one of `ids`."
+    def __init__(self, ids): self.ids = torch.tensor(sorted(ids))
+    def __call__(self, input_ids, scores, **kwargs): return torch.isin(input_ids[:, -1], self.ids.to(input_ids.device))
+
+
+def sample_lines(model, # a causal LM (peft-wrapped or not)
+                 tokenizer, # its tokenizer (for the pad id)
+                 prompts: list[list[int]], # token ids of each conversation so far, ending with the generation prompt
+                 temperature: float = 1.0, # 0: greedy decoding
+                 max_new_tokens: int = 48, # longest line
+                 stops: set[int] | None = None, # ids a line ends at (kept); None: `stop_ids(model, tokenizer)`
+                ) -> list[tuple[list[int], list[float]]]: # per prompt: sampled ids, their sampling log-probs
+    "One line per prompt from one batched `generate`: the sampled ids up to the first stop, and the log-prob of each."
+    from transformers import StoppingCriteriaList
+    stops = stop_ids(model, tokenizer) if stops is None else stops
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for b, p in enumerate(prompts): ids[b, width - len(p):] = torch.tensor(p); mask[b, width - len(p):] = 1
     sample = temperature > 0
     with torch.no_grad(), generation_threads(model):
-        out = model.generate(**enc, do_sample=sample, temperature=temperature if sample else None, top_p=None, top_k=None,
+        out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=sample,
+                             temperature=temperature if sample else None, top_p=None, top_k=None,
                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, enc["input_ids"].shape[1]:]]
+                             eos_token_id=sorted(end_of_turn_ids(model, tokenizer)),
+                             stopping_criteria=StoppingCriteriaList([_StopAtIds(stops)]),
+                             output_scores=True, return_dict_in_generate=True)
+    new = out.sequences[:, width:].cpu()
+    logprobs = torch.stack([s.float().log_softmax(-1).gather(1, new[:, k:k + 1].to(s.device))[:, 0].cpu()
+                            for k, s in enumerate(out.scores)], 1)
+    lines = []
+    for row, lp in zip(new.tolist(), logprobs.tolist()):
+        end = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+        lines.append((row[:end], lp[:end]))
+    return lines
+
+# %% ../nbs/09_evaluate.ipynb #371d02d0
+@dataclass
+class Rollout:
+    "One conversation as the model saw it: every token it read or wrote, the agent turn of each (-1: read), sampling log-probs."
+    input_ids: list[int] = field(default_factory=list)
+    turn_of_token: list[int] = field(default_factory=list)
+    sampled_logprobs: list[float] = field(default_factory=list) # 0 for tokens the model read
+    turns: int = 0 # agent turns written so far
+
+    def read(self, ids: list[int]):
+        "Append context the model reads (no loss)."
+        self.input_ids += ids; self.turn_of_token += [-1] * len(ids); self.sampled_logprobs += [0.0] * len(ids)
+
+    def write(self, ids: list[int], logprobs: list[float]):
+        "Append the agent's next turn: the sampled ids and their sampling log-probs."
+        self.input_ids += ids; self.turn_of_token += [self.turns] * len(ids); self.sampled_logprobs += list(logprobs)
+        self.turns += 1
+
+    def example(self, conv_index: int = 0) -> Example:
+        "The rollout as a training `Example` over exactly these ids."
+        return Example(list(self.input_ids), list(self.turn_of_token), conv_index, list(range(self.turns)),
+                       list(self.sampled_logprobs))
+
+
+_MARK = "\x1fppg-agent-line\x1f"
+
+
+def turn_closing(tokenizer, system_role: bool = True) -> str:
+    "The text the chat template writes after an assistant message's content (e.g. `<|end|>`)."
+    messages = ([{"role": "system", "content": "s"}] if system_role else []) + [
+        {"role": "user", "content": "u"}, {"role": "assistant", "content": _MARK}]
+    text = _render(tokenizer, messages)
+    return text[text.rindex(_MARK) + len(_MARK):]
+
+
+def context_ids(tokenizer, # with a chat template
+                conv: Conversation, # the conversation so far (the agent speaks next)
+                rollout: Rollout, # what the model has read and written of it
+                system_role: bool = True, # False: the system text opens the first user message
+                end_ids: set[int] = frozenset()) -> list[int]: # end-of-turn ids (not added again after a line ending with one)
+    "The ids the template adds to `rollout` before the agent's next line: its whole prompt first, then what follows its last line."
+    messages = to_messages(conv, system_role)
+    now = _render(tokenizer, messages, add_generation_prompt=True)
+    if not rollout.input_ids: return tokenizer(now, add_special_tokens=False)["input_ids"]
+    last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+    before = _render(tokenizer, messages[:last + 1])
+    if not now.startswith(before):
+        raise ValueError("the chat template does not render conversations incrementally: token-level rollouts need it")
+    closing = turn_closing(tokenizer, system_role)
+    if rollout.input_ids[-1] in end_ids:
+        said = tokenizer.decode([rollout.input_ids[-1]])
+        if closing.startswith(said): closing = closing[len(said):]
+    return tokenizer(closing + now[len(before):], add_special_tokens=False)["input_ids"]
+
+# %% ../nbs/09_evaluate.ipynb #e51fd1c8
+class TokenAgent:
+    "The agent of `simulate_batch`: samples each line after the exact ids the model read before, and keeps them."
+    def __init__(self, model, # a causal LM
+                 tokenizer, # its tokenizer, with a chat template
+                 temperature: float = 1.0, # sampling temperature (0: greedy)
+                 max_new_tokens: int = 48, # longest line
+                 stop: str | None = "\n"): # a line also ends at a token containing this
+        self.model, self.tokenizer, self.temperature, self.max_new_tokens = model, tokenizer, temperature, max_new_tokens
+        self.system_role = supports_system_role(tokenizer)
+        self.end_ids, self.stops = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop)
+        self.rollouts: list[Rollout] = []
+
+    def __call__(self, conversations: list[Conversation]) -> list[str]:
+        "The agent's next line in every conversation (the simulator keeps the list in order from round to round)."
+        if not self.rollouts: self.rollouts = [Rollout() for _ in conversations]
+        for conv, r in zip(conversations, self.rollouts):
+            r.read(context_ids(self.tokenizer, conv, r, self.system_role, self.end_ids))
+        lines = sample_lines(self.model, self.tokenizer, [r.input_ids for r in self.rollouts], self.temperature,
+                             self.max_new_tokens, self.stops)
+        for r, (ids, logprobs) in zip(self.rollouts, lines): r.write(ids, logprobs)
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in lines]
+
+
+def rollout(model, # a causal LM
+            tokenizer, # its tokenizer
+            domain: str, # a synthetic domain of `ppg_nb.personas`
+            personas: list, # one `Persona` per conversation
+            n_turns: int, # agent turns per conversation
+            seed: int = 0, # seeds the partner (`simulate_batch`); seed torch yourself for the sampling
+            temperature: float = 1.0, # sampling temperature (0: greedy)
+            max_new_tokens: int = 48) -> tuple[list[Conversation], list[Example]]: # scored text, sampled tokens
+    "Roll the model out against the partner simulator: the judged conversations and their exact sampled token `Example`s."
+    from ppg_nb.personas import simulate_batch
+    agent = TokenAgent(model, tokenizer, temperature, max_new_tokens)
+    was_training = model.training
+    model.eval()
+    try: conversations = simulate_batch(domain, personas, agent, n_turns, seed=seed)
+    finally: model.train(was_training)
+    return conversations, [r.example(k) for k, r in enumerate(agent.rollouts)]
 
 # %% ../nbs/09_evaluate.ipynb #04b76acb
 @dataclass
@@ -82,17 +213,11 @@ def evaluate(model, # a causal LM
              batch_size: int = 64, # conversations per `generate`
              progress: bool = False) -> Evaluation:
     "PC of `model` on `n_personas` held-out personas of a synthetic domain."
-    from ppg_nb.personas import sample_personas, simulate_batch
+    from ppg_nb.personas import sample_personas
     personas = sample_personas(domain, n_personas, seed=seed)
-    was_training = model.training
-    model.eval()
-    system_role = supports_system_role(tokenizer)
-    agent = lambda partial: agent_lines(model, tokenizer, partial, temperature, max_new_tokens, system_role)
     conversations = []
-    try:
-        for start in range(0, n_personas, batch_size):
-            torch.manual_seed(seed + start)
-            conversations += simulate_batch(domain, personas[start:start + batch_size], agent, n_turns, seed=seed + start)
-    finally:
-        model.train(was_training)
+    for start in range(0, n_personas, batch_size):
+        torch.manual_seed(seed + start)
+        conversations += rollout(model, tokenizer, domain, personas[start:start + batch_size], n_turns, seed + start,
+                                 temperature, max_new_tokens)[0]
     return persona_consistency(conversations)

@@ -81,6 +81,7 @@ class Example:
     turn_of_token: list[int]
     conv_index: int = 0 # which conversation it came from
     turns: list[int] = field(default_factory=list) # the agent turns it trains
+    sampled_logprobs: list[float] | None = None # per token, its log-prob under the distribution it was sampled from (online rollouts: 0 for context); None: logged data
 
 
 @dataclass
@@ -224,12 +225,13 @@ class Batch:
     turn_returns: torch.Tensor # (B, J) float, G_j of the example's conversation
     turn_mask: torch.Tensor # (B, J) bool, turn j trained by this example
     conv_index: torch.Tensor # (B,) long
+    sampled_logprobs: torch.Tensor | None = None # (B, T-1) float, log-prob target i+1 was sampled with; None: logged data
 
     @property
     def n_tokens(self) -> int: return int((self.turn_of_target >= 0).sum())
 
     def to(self, device):
-        return Batch(*(getattr(self, k).to(device) for k in self.__dataclass_fields__))
+        return Batch(*(None if (v := getattr(self, k)) is None else v.to(device) for k in self.__dataclass_fields__))
 
 
 def collate(examples: list[Example], # the batch
@@ -248,7 +250,12 @@ def collate(examples: list[Example], # the batch
         tmask[b, ex.turns] = True
     conv = torch.tensor([ex.conv_index for ex in examples])
     G = returns[conv].float() if returns is not None else torch.ones(len(examples), J)
-    return Batch(ids, att, turn[:, 1:].contiguous(), G * tmask, tmask, conv)
+    sampled = None
+    if all(ex.sampled_logprobs is not None for ex in examples):
+        sampled = torch.zeros(len(examples), T)
+        for b, ex in enumerate(examples): sampled[b, :len(ex.input_ids)] = torch.tensor(ex.sampled_logprobs)
+        sampled = sampled[:, 1:].contiguous()
+    return Batch(ids, att, turn[:, 1:].contiguous(), G * tmask, tmask, conv, sampled)
 
 # %% ../nbs/08_render.ipynb #d895c539
 def check_conversations(conversations, # the data

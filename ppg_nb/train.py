@@ -13,6 +13,7 @@ import random
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from .render import (Advantages, Batch, EncodeStats, check_conversations, collat
                            encode_conversations, system_prompt)
 
 # %% auto #0
-__all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'token_logprobs',
-           'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'sft', 'embedded_base', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'find_checkpoint', 'load_checkpoint', 'TrainResult', 'batch_indices', 'train']
+__all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
+           'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler', 'sft',
+           'embedded_base', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_checkpoint',
+           'TrainResult', 'batch_indices', 'ratio_deviation', 'minibatches', 'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
 def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
@@ -245,25 +247,26 @@ def load_data(config: TrainConfig) -> tuple[list[Conversation], str]:
 # %% ../nbs/10_train.ipynb #63eba8fd
 BASE_ARCH = dict(hidden_size=128, num_layers=2, num_heads=2, max_positions=1024)
 BASE_TRAIN = dict(lr=1e-2, batch_size=32, warmup=30, vocab_size=2048, max_length=1024, n_turns=10)
+# Bump when the code that builds the embedded base changes what it builds: the behavior data (`ppg_nb.personas`), the
+# tokenizer or the tiny model (`ppg_nb.model`), rendering (`ppg_nb.render`) or `sft`.
+BASE_RECIPE_VERSION = 3
 
 
 def base_recipe(domain: str, n_conversations: int, steps: int, seed: int) -> dict:
-    "Everything that determines the embedded base model (hashed into its cache key)."
-    import inspect, ppg_nb, ppg_nb.personas, ppg_nb.data, ppg_nb.model, ppg_nb.render
-    sources = "".join(inspect.getsource(m) for m in (ppg_nb.personas, ppg_nb.data, ppg_nb.model, ppg_nb.render))
-    judge = sys.modules.get("ppg_nb.judge")
-    if judge is not None: sources += inspect.getsource(judge)
+    "Everything that determines the embedded base model (hashed into its cache key); the same in every process."
+    import tokenizers, transformers
     return dict(domain=domain, n_conversations=n_conversations, steps=steps, seed=seed, arch=BASE_ARCH, train=BASE_TRAIN,
-                version=ppg_nb.__version__, torch=torch.__version__.split("+")[0],
-                sources=recipe_hash({"s": sources}, 16))
+                recipe_version=BASE_RECIPE_VERSION, torch=torch.__version__.split("+")[0],
+                transformers=transformers.__version__, tokenizers=tokenizers.__version__)
 
 # %% ../nbs/10_train.ipynb #5ee45acf
-def _lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
-    "Learning-rate multiplier: linear warm-up, then constant, linear or cosine decay to 0 at `total`."
-    if step < warmup: return (step + 1) / (warmup + 1)
-    if schedule == "constant" or total <= warmup: return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 1.0 - progress if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+_SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def lr_scheduler(optimizer, schedule: str, warmup: int, total: int):
+    "`transformers.get_scheduler`: linear warm-up over `warmup` steps, then constant, or linear or cosine decay to 0 at `total`."
+    from transformers import get_scheduler
+    return get_scheduler(_SCHEDULER_NAMES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 def sft(model, tokenizer, conversations, steps: int, lr: float, batch_size: int, max_length: int, seed: int = 0,
@@ -272,7 +275,7 @@ def sft(model, tokenizer, conversations, steps: int, lr: float, batch_size: int,
     from tqdm.auto import tqdm
     examples, _ = encode_conversations(conversations, tokenizer, max_length)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_lambda(s, warmup, steps, "cosine"))
+    sched = lr_scheduler(opt, "cosine", warmup, steps)
     g = torch.Generator().manual_seed(seed)
     order, losses = [], []
     model.train()
@@ -434,15 +437,28 @@ def _check_output(config: TrainConfig) -> tuple[Path, Path | None]:
     return out, ckpt
 
 # %% ../nbs/10_train.ipynb #78c8a49f
-def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float,
-              old_logprobs=None) -> float:
-    "Forward, loss, backward of one micro-batch; returns the loss."
+def ratio_deviation(logprobs: torch.Tensor, # (B, T-1) log-probs under the current policy
+                    sampled_logprobs: torch.Tensor, # (B, T-1) log-probs the tokens were sampled with
+                    mask: torch.Tensor) -> float: # (B, T-1) bool, the agent's tokens
+    "The largest $|\\pi_\\theta(a) / q(a) - 1|$ over the masked tokens (0.0 when none)."
+    if not mask.any(): return 0.0
+    return float((logprobs.detach()[mask] - sampled_logprobs[mask]).exp().sub(1).abs().max())
+
+
+def minibatches(n: int, batch_size: int) -> list[list[int]]:
+    "Rollouts `0..n-1` in `ceil(n / batch_size)` interleaved mini-batches (the same count on every process)."
+    k = math.ceil(n / batch_size)
+    return [list(range(i, n, k)) for i in range(k)]
+
+# %% ../nbs/10_train.ipynb #8be5e203
+def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float):
+    "Forward, loss, backward of one (micro-)batch; the loss and the detached log-probs of its targets."
     mask = batch.turn_of_target >= 0
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
     logprobs = token_logprobs(logits, batch.input_ids, mask)                              # (B, T-1)
-    loss = ppg_loss(logprobs, batch.turn_of_target, advantages, config.normalize, old_logprobs, config.clip)
+    loss = ppg_loss(logprobs, batch.turn_of_target, advantages, config.normalize, batch.sampled_logprobs, config.clip)
     accelerator.backward(loss * scale)
-    return loss.item()
+    return loss.item(), logprobs.detach()
 
 
 def _update(model, params, optimizer, scheduler, config, accelerator) -> float | None:
@@ -452,62 +468,60 @@ def _update(model, params, optimizer, scheduler, config, accelerator) -> float |
     optimizer.step(); scheduler.step(); optimizer.zero_grad(set_to_none=True)
     return norm
 
-
+# %% ../nbs/10_train.ipynb #d9ca23ee
 def _offline_step(step, model, params, optimizer, scheduler, examples, returns, adv_fn, pad_id, config, accelerator) -> dict:
     "One offline PPG optimiser step over `grad_accum` micro-batches of logged data."
-    losses, tokens, agent_tokens, mean_return = [], 0, 0, 0.0
-    for micro in range(config.grad_accum):
-        idx = batch_indices(len(examples), config.batch_size, step * config.grad_accum + micro, config.seed,
-                            accelerator.num_processes, accelerator.process_index)
-        batch = collate([examples[i] for i in idx], pad_id, returns).to(accelerator.device)
-        advantages = adv_fn(batch.turn_returns, batch.turn_mask)                           # (B, J)
-        sync = micro == config.grad_accum - 1 or accelerator.num_processes == 1
-        with (accelerator.no_sync(model) if not sync else _nullcontext()):
-            losses.append(_backward(model, batch, advantages, config, accelerator, 1 / config.grad_accum))
-        tokens += int(batch.attention_mask.sum()); agent_tokens += batch.n_tokens
-        mean_return += float(batch.turn_returns.sum() / batch.turn_mask.sum().clamp(min=1)) / config.grad_accum
+    batches = [collate([examples[i] for i in batch_indices(len(examples), config.batch_size, step * config.grad_accum + m,
+                                                           config.seed, accelerator.num_processes, accelerator.process_index)],
+                       pad_id, returns).to(accelerator.device) for m in range(config.grad_accum)]
+    advantages = adv_fn(torch.cat([b.turn_returns for b in batches]), torch.cat([b.turn_mask for b in batches]))  # once
+    losses = []
+    for m, (batch, adv) in enumerate(zip(batches, advantages.split([len(b.conv_index) for b in batches]))):
+        sync = m == config.grad_accum - 1 or accelerator.num_processes == 1
+        with nullcontext() if sync else accelerator.no_sync(model):
+            losses.append(_backward(model, batch, adv, config, accelerator, 1 / config.grad_accum)[0])
     norm = _update(model, params, optimizer, scheduler, config, accelerator)
-    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norm, "train/tokens": tokens,
-            "train/agent_tokens": agent_tokens, "train/mean_return": mean_return}
-
-
-class _nullcontext:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
+    returns_seen = torch.cat([b.turn_returns for b in batches]).sum() / torch.cat([b.turn_mask for b in batches]).sum().clamp(min=1)
+    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norm,
+            "train/tokens": sum(int(b.attention_mask.sum()) for b in batches),
+            "train/agent_tokens": sum(b.n_tokens for b in batches), "train/mean_return": float(returns_seen)}
 
 # %% ../nbs/10_train.ipynb #16f3e6bb
+def _check_rollouts(examples, max_length: int) -> None:
+    "Refuse rollouts longer than `max_length` (they would be cut, and the loss would no longer see what was sampled)."
+    longest = max(range(len(examples)), key=lambda k: len(examples[k].input_ids))
+    if len(examples[longest].input_ids) > max_length:
+        raise ValueError(f"online rollout {longest} has {len(examples[longest].input_ids)} tokens, more than max_length="
+                         f"{max_length}: raise max_length, or lower n_turns or max_new_tokens")
+
+
 def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator) -> dict:
-    "Roll out `online_batch` conversations with the current model, score them, and take `ppo_epochs` passes of updates."
-    from ppg_nb.evaluate import agent_lines, persona_consistency
-    from ppg_nb.personas import sample_personas, simulate_batch
-    net = accelerator.unwrap_model(model)
+    "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
+    from ppg_nb.evaluate import persona_consistency, rollout
+    from ppg_nb.personas import sample_personas
+    t0 = time.perf_counter()
     seed = _derive(config.seed, step, accelerator.process_index, 1) % 2 ** 31
     personas = sample_personas(config.domain, config.online_batch, seed=seed)
-    net.eval()
-    convs = simulate_batch(config.domain, personas, lambda partial: agent_lines(net, tok, partial, config.temperature,
-                                                                                 config.max_new_tokens), config.n_turns, seed=seed)
-    net.train()
-    examples, _ = encode_conversations(convs, tok, config.max_length)
-    returns = conversation_returns(convs, config.policy, config.gamma, **config.policy_params)
-    n_mini = math.ceil(config.online_batch / config.batch_size)  # the same on every process (DDP needs equal steps)
-    chunks = [examples[k::n_mini] for k in range(n_mini)]
-    batches = [collate(c, tok.pad_token_id, returns).to(accelerator.device) for c in chunks if c]
-    old = []
-    if config.clip is not None:
-        with torch.no_grad():
-            for b in batches:
-                old.append(token_logprobs(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b.input_ids,
-                                          b.turn_of_target >= 0))
-    losses, norms = [], []
-    for epoch in range(config.ppo_epochs):
-        for k, b in enumerate(batches):
-            advantages = adv_fn(b.turn_returns, b.turn_mask)
-            losses.append(_backward(model, b, advantages, config, accelerator, 1.0, old[k] if old else None))
-            norms.append(_update(model, params, optimizer, scheduler, config, accelerator))
-    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1],
+    convs, examples = rollout(accelerator.unwrap_model(model), tok, config.domain, personas, config.n_turns, seed,
+                              config.temperature, config.max_new_tokens)         # 1. rollout; 2. the judge scored convs
+    _check_rollouts(examples, config.max_length)
+    t1 = time.perf_counter()
+    returns = conversation_returns(convs, config.policy, config.gamma, **config.policy_params)  # 3. credit G_t
+    whole = collate(examples, tok.pad_token_id, returns)
+    advantages = adv_fn(whole.turn_returns, whole.turn_mask).to(accelerator.device)           # 4. once per rollout batch
+    parts = minibatches(len(examples), config.batch_size)
+    batches = [collate([examples[i] for i in part], tok.pad_token_id, returns).to(accelerator.device) for part in parts]
+    losses, norms, deviations = [], [], []
+    for epoch in range(config.ppo_epochs):                                                    # 5. loss and update
+        for part, batch in zip(parts, batches):
+            loss, logprobs = _backward(model, batch, advantages[part], config, accelerator, 1.0)
+            deviations.append(ratio_deviation(logprobs, batch.sampled_logprobs, batch.turn_of_target >= 0))
+            losses.append(loss); norms.append(_update(model, params, optimizer, scheduler, config, accelerator))
+    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1],                # 6. log
             "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
             "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
-            "train/rollout_pc": persona_consistency(convs).pc}
+            "train/rollout_pc": persona_consistency(convs).pc, "train/first_ratio_dev": deviations[0],
+            "train/max_ratio_dev": max(deviations), "time/rollout_s": t1 - t0, "time/update_s": time.perf_counter() - t1}
 
 # %% ../nbs/10_train.ipynb #e734b07b
 def _evaluate(model, tok, config) -> dict:
@@ -567,8 +581,7 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
         updates = total * config.ppo_epochs * math.ceil(config.online_batch / config.batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_lambda(s, config.warmup_steps, updates, config.schedule))
+    scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
     adv_fn = Advantages(config.baseline, config.normalize_advantages)
     step, history, evals = 0, [], {}
     if ckpt is not None:
