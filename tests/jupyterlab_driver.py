@@ -50,6 +50,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def browser_notebooks() -> list[str]:
+    "The notebooks the browser test runs (settings.ini `browser_notebooks`; `make test`'s nbdev_test skips them)."
+    m = re.search(r"^browser_notebooks\s*=\s*(.*)$", (REPO / "settings.ini").read_text(), re.M)
+    return m.group(1).split() if m else []
+
+
 def tst_flags() -> set[str]:
     "The cell flags nbdev_test skips (settings.ini `tst_flags`)."
     m = re.search(r"^tst_flags\s*=\s*(.*)$", (REPO / "settings.ini").read_text(), re.M)

@@ -2,8 +2,10 @@
 
 * the widgets notebook renders its controls and plotly figure, and moving the K slider re-renders the figure with
   different data (screenshots before/after go to $PPG_ARTIFACTS, a temp dir when unset);
-* every notebook in nbs/ runs top to bottom in JupyterLab without an error output, within its time budget
-  (cells nbdev_test skips are skipped here too: `#| eval: false`, the settings.ini tst_flags, `nbdev_export(`).
+* the notebooks of settings.ini `browser_notebooks` (those with widgets) run top to bottom in JupyterLab without an error
+  output, within their time budget (cells nbdev_test skips are skipped here too: `#| eval: false`, the settings.ini
+  tst_flags, `nbdev_export(`). `make test`'s nbdev_test skips these notebooks and runs every other one, so each notebook
+  runs once per CI run.
 
 One JupyterLab server and one browser per session. Without Chromium/Playwright the tests skip, except under CI=true,
 where they fail. Needs: Debian's `chromium`, the `playwright` Python package (no `playwright install`), anywidget.
@@ -18,15 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from jupyterlab_driver import (NBS, JupyterLabServer, NotebookRunError, cells_to_skip, chromium_path, close_notebook,
-                               find_slider, in_ci, launch_browser, open_lab, open_notebook, plotly_state, run_cells,
+from jupyterlab_driver import (NBS, JupyterLabServer, NotebookRunError, browser_notebooks, cells_to_skip, chromium_path,
+                               close_notebook, find_slider, in_ci, launch_browser, open_lab, open_notebook, plotly_state, run_cells,
                                tst_flags, wait_plotly_changed, widget_errors)
 
 WIDGETS_NB = "03_widgets.ipynb"
 DEFAULT_BUDGET = 180.0  # seconds per notebook (run of its cells in the browser, kernel start excluded)
 BUDGETS: dict[str, float] = {}  # per-notebook overrides, e.g. {"05_train.ipynb": 240}
-# every notebook; the widgets notebook is run (all cells, same checks and budget) by its own test below
-NOTEBOOKS = sorted(p.name for p in NBS.glob("*.ipynb") if not p.name.startswith(("_", ".")) and p.name != WIDGETS_NB)
+# the browser notebooks; the widgets notebook is run (all cells, same checks and budget) by its own test below
+NOTEBOOKS = [name for name in browser_notebooks() if name != WIDGETS_NB]
+assert WIDGETS_NB in browser_notebooks(), f"settings.ini browser_notebooks must list {WIDGETS_NB}"
+assert all((NBS / name).exists() for name in browser_notebooks()), f"settings.ini browser_notebooks: {browser_notebooks()}"
 
 
 def unavailable(reason: str):
@@ -261,7 +265,7 @@ def test_widgets_notebook_k_slider(notebook_page, lab, artifacts):
     check_k_slider(notebook_page, artifacts, "widgets_k_slider")
 
 
-# ------------------------------------------------------------------------------------------------- every notebook
+# ------------------------------------------------------------------------------------------ the browser notebooks
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_jupyterlab(notebook_page, lab, name):
     budget = BUDGETS.get(name, DEFAULT_BUDGET)

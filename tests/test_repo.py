@@ -52,6 +52,16 @@ def test_readme_is_generated_from_index():
 
 
 def test_readme_test_command_covers_notebooks_and_tests():
+    "The README's test command is `make test`: nbdev_test runs every notebook the browser test does not, then pytest."
+    import re
     readme = (ROOT / "README.md").read_text()
     test_section = readme.split("## Test", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    assert "nbdev_test" in test_section and "pytest" in test_section
+    assert test_section.strip() == "make test"
+    recipe = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    nbdev_line = next(line for line in recipe.splitlines() if "nbdev_test" in line)
+    assert "pytest" in recipe.split(nbdev_line, 1)[1] and "--flags full" in nbdev_line
+    skip = re.compile(re.search(r"--skip_file_re '([^']*)'", nbdev_line).group(1))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from jupyterlab_driver import browser_notebooks
+    notebooks = sorted(p.name for p in (ROOT / "nbs").glob("*.ipynb"))
+    assert sorted(n for n in notebooks if skip.search(n)) == sorted(browser_notebooks())

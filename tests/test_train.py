@@ -141,6 +141,27 @@ def test_online_ppo_step(tmp_path, base_dir):
     assert all(0 <= r["train/rollout_pc"] <= 1 for r in result.history)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["policy"] == "full" and saved["K"] is None and saved["config"]["clip"] == 0.2
+    # the loss and the PPO ratio read the sampled tokens with their sampling log-probs: ratio 1 before any update
+    assert all(r["train/first_ratio_dev"] <= 1e-4 for r in result.history)
+    assert all(r["train/max_ratio_dev"] >= r["train/first_ratio_dev"] for r in result.history)
+
+
+def test_online_rollouts_are_what_the_loss_reads(base_dir):
+    "Every agent token of an online rollout is a sampled token, and a forward pass over the ids gives back its log-prob."
+    from ppg_nb.evaluate import rollout
+    from ppg_nb.model import load_model
+    from ppg_nb.personas import sample_personas
+    from ppg_nb.render import collate
+    from ppg_nb.train import token_logprobs
+    model, tok = load_model(str(base_dir))
+    torch.manual_seed(0)
+    convs, examples = rollout(model, tok, "education", sample_personas("education", 6, seed=3), 3, seed=3, max_new_tokens=16)
+    batch = collate(examples, tok.pad_token_id)
+    mask = batch.turn_of_target >= 0
+    with torch.no_grad():
+        lp = token_logprobs(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.input_ids, mask)
+    assert (lp[mask] - batch.sampled_logprobs[mask]).abs().max() < 1e-4
+    assert (batch.sampled_logprobs[~mask] == 0).all() and (batch.sampled_logprobs[mask] < 0).all()
 
 
 def test_accelerate_two_cpu_processes(tmp_path, base_dir):

@@ -9,6 +9,7 @@ Run:  python tests/benchmarks/bench_train_throughput.py [--steps 20] [--rounds 3
 (uses the embedded base model of the default recipe from the cache; the first run builds it, a few minutes)
 """
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +68,7 @@ def main():
     ratio = best_ours / best_bare
     print(f"best:    train {best_ours:8.0f} tok/s   bare loop {best_bare:8.0f} tok/s   ratio {ratio:.3f}   "
           f"target >= 0.90: {'ok' if ratio >= 0.9 else 'MISSED'}")
+    if ratio < 0.9: sys.exit(f"MISSED: train / bare loop = {ratio:.3f} < 0.90")
 
 
 if __name__ == "__main__":

