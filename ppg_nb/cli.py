@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
 from pathlib import Path
 
 import torch
@@ -15,8 +17,8 @@ from .core import credit_matrix, credit_text, partial_returns, policy_label, cre
 from .decompose import decompose_rewards
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main', 'train_config_from_args',
-           'run_train', 'experiments_command', 'run_experiments_cli']
+__all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main', 'field_type',
+           'train_config_from_args', 'run_train', 'experiments_command', 'run_experiments_cli']
 
 # %% ../nbs/11_cli.ipynb #23866e8c
 def credit_demo(n: int = 6, # number of steps
@@ -118,20 +120,26 @@ def _none_or(cast):
     return parse
 
 
+def field_type(hint) -> tuple[type, type | None, bool]:
+    "A dataclass field's resolved annotation as (type, element type of a list, may be None): `list[int] | None` -> (list, int, True)."
+    parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kind = next(a for a in parts if a is not type(None))
+    element = (typing.get_args(kind) or (str,))[0] if typing.get_origin(kind) is list or kind is list else None
+    return typing.get_origin(kind) or kind, element, type(None) in parts
+
+
 def _add_train_arguments(parser):
-    "One flag per `TrainConfig` field, its help taken from the field; defaults are left out so that only given flags count."
+    "One flag per `TrainConfig` field, typed from its annotation and helped by its doc; no defaults, so only given flags count."
     import dataclasses
     from ppg_nb.train import TrainConfig
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        kind = str(f.type)  # e.g. "int | None" (annotations are strings here)
+        kind, element, _ = field_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata['doc']} (default {default!r})".replace("%", "%%"))
-        if kind.startswith("bool"): parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-        elif kind.startswith("list"):
-            parser.add_argument(_flag(f.name), nargs="+", type=int if f.name == "segment_boundaries" else str, **kw)
-        else:
-            cast = {"int": int, "float": float}.get(kind.split(" ")[0], str)
-            parser.add_argument(_flag(f.name), type=_none_or(cast), metavar=f.name.upper(), **kw)
+        if kind is bool: parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+        elif kind is list: parser.add_argument(_flag(f.name), nargs="+", type=element, **kw)
+        else: parser.add_argument(_flag(f.name), type=_none_or(kind), metavar=f.name.upper(), **kw)
 
 # %% ../nbs/11_cli.ipynb #c56033a2
 def train_config_from_args(args) -> "TrainConfig":

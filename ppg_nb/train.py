@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import check_policy, partial_returns, policy_label
 from .data import Conversation
+from .personas import derive_seed
 from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, init_tiny_model, load_model,
                           recipe_hash, save_model)
 from .render import (Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
@@ -95,7 +97,7 @@ class TrainConfig:
     lora_r: int = _field(16, "LoRA rank (8-64 for 8B models)")
     lora_alpha: float = _field(32.0, "LoRA scale alpha (the update is multiplied by alpha / r; commonly 2r)")
     lora_dropout: float = _field(0.0, "dropout on the LoRA input (0.05 for 8B models)")
-    lora_targets: list | None = _field(None, "module names to adapt; None: the architecture's default (ppg_nb.model.LORA_TARGETS)")
+    lora_targets: list[str] | None = _field(None, "module names to adapt; None: the architecture's default (ppg_nb.model.LORA_TARGETS)")
     gradient_checkpointing: bool = _field(False, "recompute activations in backward (long sequences on GPU)")
     attn_implementation: str | None = _field(None, "e.g. 'sdpa' or 'flash_attention_2'; None: transformers' choice")
     # --- data ---
@@ -111,7 +113,7 @@ class TrainConfig:
     policy: str = _field("kstep", "credit sets R_t: 'full', 'greedy', 'kstep' or 'segment' (ppg_nb.core)")
     K: int | None = _field(None, "lookahead of 'kstep' (R_t = {t, ..., t+K-1}); None: 2")
     segment_length: int | None = _field(None, "segment length of 'segment' (or give segment_boundaries)")
-    segment_boundaries: list | None = _field(None, "interior cut points of 'segment', e.g. [3, 7]")
+    segment_boundaries: list[int] | None = _field(None, "interior cut points of 'segment', e.g. [3, 7]")
     gamma: float = _field(1.0, "discount inside R_t")
     # --- algorithm ---
     mode: str | None = _field(None, "'offline': logged conversations (the paper's setting); 'online': the model writes the "
@@ -161,19 +163,23 @@ class TrainConfig:
                          f"{f.metadata['doc']}" for f in dataclasses.fields(cls))
 
 # %% ../nbs/10_train.ipynb #488a2c07
-def _policy_params(c) -> dict:
+@patch(as_prop=True)
+def policy_params(c: TrainConfig) -> dict:
+    "The keyword arguments of the policy class (`ppg_nb.core.partial_returns`), e.g. `{'K': 2}`."
     if c.policy == "kstep": return {"K": 2 if c.K is None else c.K}
     if c.policy == "segment":
         return {"length": c.segment_length} if c.segment_length is not None else {"boundaries": c.segment_boundaries}
     return {}
 
 
-def _mode(c) -> str:
+@patch(as_prop=True)
+def resolved_mode(c: TrainConfig) -> str:
     "The mode a config runs in: `mode`, or when None, offline with a data file and online without."
     return c.mode or ("offline" if c.data is not None else "online")
 
 
-def _validate(c: TrainConfig) -> TrainConfig:
+@patch
+def validate(c: TrainConfig) -> TrainConfig:
     "Refuse bad settings with a message naming the field."
     def need(ok, msg):
         if not ok: raise ValueError(msg)
@@ -210,7 +216,7 @@ def _validate(c: TrainConfig) -> TrainConfig:
     number("lora_alpha", 0, open_lo=True); number("epochs", 0, open_lo=True); number("temperature", 0, 10, open_lo=True)
     number("clip", 0, 1, allow_none=True, open_lo=True); number("max_grad_norm", 0, allow_none=True, open_lo=True)
     need(c.ppo_epochs == 1 or c.clip is not None, "ppo_epochs > 1 reuses a batch after the policy moved: set clip (e.g. 0.2)")
-    need(c.clip is None or _mode(c) == "online", "clip (PPO) needs mode='online': offline data has no sampling policy to clip against")
+    need(c.clip is None or c.resolved_mode == "online", "clip (PPO) needs mode='online': offline data has no sampling policy to clip against")
     if c.policy == "segment" and c.segment_boundaries is not None:
         check_policy("segment", {"boundaries": c.segment_boundaries})
     need(isinstance(c.domain, str), f"domain must be a string, got {c.domain!r}")
@@ -218,14 +224,10 @@ def _validate(c: TrainConfig) -> TrainConfig:
     need(c.domain in DOMAINS, f"unknown domain {c.domain!r}: choose one of {', '.join(DOMAINS)}")
     if c.data is not None:
         need(Path(c.data).is_file(), f"data file {c.data!r} does not exist")
-        need(_mode(c) == "offline", "data is logged conversations: use mode='offline' (online mode generates its own)")
+        need(c.resolved_mode == "offline", "data is logged conversations: use mode='offline' (online mode generates its own)")
     if c.model != EMBEDDED: check_model_source(c.model)
     return c
 
-
-TrainConfig.validate = _validate
-TrainConfig.policy_params = property(_policy_params)
-TrainConfig.resolved_mode = property(_mode)
 
 # %% ../nbs/10_train.ipynb #921a9baa
 def load_data(config: TrainConfig) -> tuple[list[Conversation], str]:
@@ -397,18 +399,13 @@ class TrainResult:
                 "output": str(self.output), "config": asdict(self.config)}
 
 # %% ../nbs/10_train.ipynb #7ca1c287
-def _derive(*parts) -> int:
-    "A seed from integers (stable across processes and Python versions)."
-    return int(recipe_hash({"p": [int(p) for p in parts]}, 15), 16)
-
-
 def batch_indices(n_examples: int, batch_size: int, micro_step: int, seed: int, world: int = 1, rank: int = 0) -> list[int]:
     "Example indices of a micro-batch: a fresh permutation per epoch from `(seed, epoch)`; each process takes its slice."
     per_epoch = n_examples // (batch_size * world)
     if per_epoch < 1: raise ValueError(f"{n_examples} training sequences are fewer than one batch of {batch_size} x {world} "
                                        f"processes: lower batch_size or add conversations")
     epoch, b = divmod(micro_step, per_epoch)
-    perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(_derive(seed, epoch)))
+    perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
     start = (b * world + rank) * batch_size
     return perm[start:start + batch_size].tolist()
 
@@ -500,7 +497,7 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
     from ppg_nb.evaluate import persona_consistency, rollout
     from ppg_nb.personas import sample_personas
     t0 = time.perf_counter()
-    seed = _derive(config.seed, step, accelerator.process_index, 1) % 2 ** 31
+    seed = derive_seed(config.seed, step, accelerator.process_index, 1) % 2 ** 31
     personas = sample_personas(config.domain, config.online_batch, seed=seed)
     convs, examples = rollout(accelerator.unwrap_model(model), tok, config.domain, personas, config.n_turns, seed,
                               config.temperature, config.max_new_tokens)         # 1. rollout; 2. the judge scored convs
@@ -624,7 +621,7 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
     try:
         while step < total:
             t0 = time.perf_counter(); complete = False
-            torch.manual_seed(_derive(config.seed, step, rank, 7))
+            torch.manual_seed(derive_seed(config.seed, step, rank, 7))
             if offline:
                 record = _offline_step(step, model, params, optimizer, scheduler, examples, returns, adv_fn,
                                        tok.pad_token_id, config, accelerator)
