@@ -406,7 +406,7 @@ def _trained(self: _Runner, domain: str, method: str, N: int, n_turns: int, seed
         self.reused += 1
     else:
         if config.model != EMBEDDED: self._models.clear()  # free a large base model before training loads its own
-        if list((run_dir / "checkpoints").glob("step-*[0-9]")): train(config, resume_from=str(run_dir)); how = "resumed"
+        if list((run_dir / "checkpoints").glob("checkpoint_*[0-9]")): train(config, resume_from=str(run_dir)); how = "resumed"
         else:
             if run_dir.exists(): shutil.rmtree(run_dir)  # died before its first checkpoint: start over
             train(config); how = "trained"

@@ -212,8 +212,12 @@ class Advantages:
             returns = returns / (std + 1e-6)
         return returns
 
-    def state_dict(self): return {"running": None if self.running is None else self.running.clone()}
-    def load_state_dict(self, state): self.running = state["running"]
+    def state_dict(self) -> dict:
+        "The running mean as plain numbers (JSON-able; float32 values round-trip exactly)."
+        return {"running": None if self.running is None else self.running.tolist()}
+
+    def load_state_dict(self, state: dict):
+        self.running = None if state["running"] is None else torch.tensor(state["running"], dtype=torch.float32)
 
 # %% ../nbs/08_render.ipynb #f399d887
 @dataclass

@@ -32,8 +32,8 @@ from .render import (Advantages, Batch, EncodeStats, check_conversations, collat
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
-           'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler', 'sft',
-           'embedded_base', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'load_checkpoint',
+           'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler',
+           'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
            'TrainResult', 'batch_indices', 'ratio_deviation', 'minibatches', 'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
@@ -323,55 +323,53 @@ def embedded_base(domain: str = "education", # synthetic domain
     return path
 
 # %% ../nbs/10_train.ipynb #8614253f
-def rng_state() -> dict:
-    "The torch, Python and NumPy RNG states, as tensors and plain values."
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))}
+CHECKPOINT_PREFIX = "checkpoint_"
 
 
-def set_rng_state(state: dict) -> None:
-    "Restore what `rng_state` returned."
-    torch.set_rng_state(state["torch"])
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-# %% ../nbs/10_train.ipynb #d93ed3e7
-def save_checkpoint(path: Path, # checkpoint directory (written atomically)
-                    model, optimizer, scheduler, state: dict) -> Path:
-    "Write adapter (safetensors) and training state; a crash mid-write leaves no partial checkpoint."
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter", safe_serialization=True)
-    torch.save({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-               tmp / "state.pt")
-    (tmp / "config.json").write_text(json.dumps(state.get("config", {}), indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    return path
-
-
-def find_checkpoint(path) -> Path:
-    "The checkpoint `path` names: itself if it holds `state.pt`, else the latest under `path/checkpoints`."
-    path = Path(path)
-    if (path / "state.pt").is_file(): return path
-    found = sorted((path / "checkpoints").glob("step-*[0-9]"))
-    if not found: raise ValueError(f"resume_from {str(path)!r}: no checkpoint there (no state.pt, no checkpoints/step-*)")
-    return found[-1]
-
-
-def load_checkpoint(path, model) -> dict:
-    "Load the adapter weights of a checkpoint into a peft `model`; return its state (`torch.load(weights_only=True)`)."
+def load_adapter(path, # a checkpoint (or any folder with `adapter/adapter_model.safetensors`)
+                 model) -> None: # a peft model
+    "Load a checkpoint's LoRA weights (safetensors) into `model`, refusing weights that do not fit it."
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
     path = Path(path)
     weights = load_file(path / "adapter" / "adapter_model.safetensors", device=str(next(model.parameters()).device))
-    result = set_peft_model_state_dict(model, weights)
-    unexpected = getattr(result, "unexpected_keys", [])
+    unexpected = getattr(set_peft_model_state_dict(model, weights), "unexpected_keys", [])
     if unexpected: raise ValueError(f"checkpoint {str(path)!r} does not fit this model: unexpected {unexpected[:3]}")
-    return torch.load(path / "state.pt", weights_only=True)
+
+
+def checkpoint_hooks(accelerator, # the run's `Accelerator`
+                     model, # the (prepared) peft model
+                     state: dict) -> None: # JSON-able training state, saved as it is at save time, refilled on load
+    "Make `save_state` write the adapter and `state.json` in place of the full weights, and `load_state` read them back."
+    def save(models, weights, output_dir):
+        weights.clear()  # the frozen base is the base model: only the adapter belongs to the run
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "adapter", safe_serialization=True)
+            (Path(output_dir) / "state.json").write_text(json.dumps(state))
+            (Path(output_dir) / "config.json").write_text(json.dumps(state.get("config", {}), indent=1))
+    def load(models, input_dir):
+        models.clear()
+        load_adapter(input_dir, accelerator.unwrap_model(model))
+        state.clear(); state.update(json.loads((Path(input_dir) / "state.json").read_text()))
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def _complete(path: Path) -> bool: return (path / "state.json").is_file() and any(path.glob("random_states_*.pkl"))
+
+
+def checkpoint_index(path) -> int:
+    "The number of a `checkpoint_<i>` folder."
+    return int(Path(path).name[len(CHECKPOINT_PREFIX):])
+
+
+def find_checkpoint(path) -> Path:
+    "The checkpoint `path` names: itself if it is a complete one, else the latest complete one under `path/checkpoints`."
+    path = Path(path)
+    if _complete(path): return path
+    found = sorted((c for c in (path / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]") if _complete(c)), key=checkpoint_index)
+    if not found: raise ValueError(f"resume_from {str(path)!r}: no checkpoint there (no complete checkpoints/{CHECKPOINT_PREFIX}*)")
+    return found[-1]
 
 # %% ../nbs/10_train.ipynb #e5c61bf2
 @dataclass
@@ -426,7 +424,7 @@ def _check_output(config: TrainConfig) -> tuple[Path, Path | None]:
         raise ValueError(f"output directory {str(out)!r} holds another run ({', '.join(marks)}): choose a new output "
                          f"directory, or resume it with resume_from={str(out)!r}")
     if ckpt is not None:
-        saved = json.loads((ckpt / "config.json").read_text())
+        saved = json.loads((ckpt / "state.json").read_text())["config"]
         now = json.loads(json.dumps(asdict(config)))
         diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
         if diff: raise ValueError(f"resume_from {str(ckpt)!r}: the config differs in {', '.join(diff)} "
@@ -535,141 +533,183 @@ def _stop_requested(flag: bool, accelerator) -> bool:
     return bool(accelerator.reduce(t, "max").item())
 
 
-def _prune(out: Path, keep: int) -> None:
-    for old in sorted((out / "checkpoints").glob("step-*[0-9]"))[:-keep]: shutil.rmtree(old, ignore_errors=True)
-
 # %% ../nbs/10_train.ipynb #97fcb83e
-def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (embedded model, education, K-step)
-          callback=None, # called as `callback(step, record)` after every step (raise `KeyboardInterrupt` to stop)
-          **overrides) -> TrainResult: # `TrainConfig` fields replacing those of `config`
-    "Fine-tune a causal LM with partial policy gradients (offline or online), evaluate PC before and after, save the adapter."
-    import signal
+@dataclass
+class _Run:
+    "What one `train` call holds between its phases."
+    config: TrainConfig
+    out: Path # the run directory
+    accelerator: object
+    model: object # prepared by accelerate (DDP-wrapped on several processes)
+    tok: object
+    optimizer: object
+    scheduler: object
+    adv_fn: Advantages
+    total: int # optimiser steps of the whole run
+    base: str # the base model's name or directory
+    examples: list | None = None # offline: encoded logged data
+    returns: torch.Tensor | None = None # offline: its partial returns (N, J)
+    stats: EncodeStats = field(default_factory=EncodeStats)
+    state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
+    loop_time: float = 0.0
+    loop_tokens: int = 0
+
+    @property
+    def net(self): return self.accelerator.unwrap_model(self.model)
+    @property
+    def main(self) -> bool: return self.accelerator.is_main_process
+    @property
+    def params(self) -> list: return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: list | None) -> _Run:
+    "Model, LoRA, data, optimiser and schedule under accelerate; the checkpoint's state when resuming."
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
-    started = time.time()
-    config = dataclasses.replace(config or TrainConfig(), **overrides)  # validated again
-    # 1. check: output directory, resume point, data -- before any model is loaded
-    out, ckpt = _check_output(config)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    from accelerate.utils import ProjectConfiguration
+    project = ProjectConfiguration(str(out), automatic_checkpoint_naming=True, total_limit=config.keep_checkpoints)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), project_config=project)
+    world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu" and world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    offline = config.resolved_mode == "offline"
-    conversations, source = load_data(config) if offline else (None, None)
-    show = config.progress and main
-    # 2. model: base + LoRA
+    offline = conversations is not None
     if config.model == EMBEDDED:
         with accelerator.main_process_first():
-            base = embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed, progress=show)
+            base = embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed,
+                                 progress=config.progress and accelerator.is_main_process)
     else: base = config.model
     model, tok = load_model(str(base), device=accelerator.device, gradient_checkpointing=config.gradient_checkpointing,
                             attn_implementation=config.attn_implementation, trust_remote_code=config.trust_remote_code)
     model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets, seed=config.seed)
-    # 3. encode the logged data and its partial returns
-    stats = EncodeStats()
+    examples, returns, stats = None, None, EncodeStats()
     if offline:
         examples, stats = encode_conversations(conversations, tok, config.max_length)
         returns = conversation_returns(conversations, config.policy, config.gamma, **config.policy_params)  # (N, J)
-        per_epoch = len(examples) // (config.batch_size * world)
         batch_indices(len(examples), config.batch_size, 0, config.seed, world, rank)  # refuses too little data
-        total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
-        updates = total
+        per_epoch = len(examples) // (config.batch_size * world)
+        total = updates = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
     else:
         total = config.max_steps or 30
-        updates = total * config.ppo_epochs * math.ceil(config.online_batch / config.batch_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        updates = total * config.ppo_epochs * len(minibatches(config.online_batch, config.batch_size))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
     scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
-    adv_fn = Advantages(config.baseline, config.normalize_advantages)
-    step, history, evals = 0, [], {}
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        step, history, evals = state["step"], list(state["history"]), dict(state["evals"])
     model, optimizer = accelerator.prepare(model, optimizer)
+    run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, Advantages(config.baseline, config.normalize_advantages),
+               total, str(base), examples, returns, stats, {"step": 0, "history": [], "evals": {}})
+    checkpoint_hooks(accelerator, model, run.state)
     if ckpt is not None:
-        optimizer.load_state_dict(state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
-        adv_fn.load_state_dict(state["advantages"]); set_rng_state(state["rng"])
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
-        kept = [json.dumps(r) for r in history]
-        (out / "log.jsonl").write_text("".join(line + "\n" for line in kept))  # a resumed run replays from its checkpoint
-    # 4. evaluate before
-    net = accelerator.unwrap_model(model)
-    if main and config.eval_personas and "before" not in evals:
-        evals["before"] = _evaluate(net, tok, config)
-        if show: print(f"PC before training: {evals['before']['eval/pc']:.3f}")
-    accelerator.wait_for_everyone()
+        accelerator.load_state(str(ckpt))  # adapter, state.json, optimiser, RNG states
+        scheduler.load_state_dict(run.state["scheduler"])
+        run.adv_fn.load_state_dict(run.state["advantages"])
+    existing = [checkpoint_index(c) for c in (out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]")]
+    accelerator.project_configuration.iteration = max(existing, default=-1) + 1  # the next checkpoint's number
+    return run
 
-    def checkpoint():
-        accelerator.wait_for_everyone()
-        if main:
-            save_checkpoint(out / "checkpoints" / f"step-{step:06d}", net, optimizer, scheduler,
-                            {"step": step, "history": history, "evals": evals, "config": asdict(config),
-                             "advantages": adv_fn.state_dict()})
-            _prune(out, config.keep_checkpoints)
 
-    # 5. the loop
+def _checkpoint(run: _Run) -> None:
+    "Save the run's state (all processes take part: each saves its RNG state)."
+    run.accelerator.wait_for_everyone()
+    run.state.update(config=asdict(run.config), scheduler=run.scheduler.state_dict(), advantages=run.adv_fn.state_dict())
+    run.accelerator.save_state()
+    run.accelerator.wait_for_everyone()
+
+# %% ../nbs/10_train.ipynb #c6f0c6d4
+def _loop(run: _Run, callback=None) -> None:
+    "Train from the run's step to `total`; log every `log_every` steps; checkpoint on schedule and when interrupted."
+    import signal
+    from tqdm.auto import tqdm
+    config, accelerator, state = run.config, run.accelerator, run.state
     stop = {"asked": False}
     def ask_stop(signum, frame):
         if stop["asked"]: raise KeyboardInterrupt  # a second Ctrl-C stops at once
         stop["asked"] = True
     handler = signal.signal(signal.SIGINT, ask_stop) if _main_thread() else None
-    log = open(out / "log.jsonl", "a") if main else None
-    bar = tqdm(total=total, initial=step, desc=f"PPG {policy_label(config.policy, config.policy_params)}", disable=not show)
-    loop_time, loop_tokens, complete = 0.0, 0, True
-    model.train()
+    log = open(run.out / "log.jsonl", "a") if run.main else None
+    bar = tqdm(total=run.total, initial=state["step"], disable=not (config.progress and run.main),
+               desc=f"PPG {policy_label(config.policy, config.policy_params)}")
+    complete = True
+    run.model.train()
     try:
-        while step < total:
-            t0 = time.perf_counter(); complete = False
-            torch.manual_seed(derive_seed(config.seed, step, rank, 7))
-            if offline:
-                record = _offline_step(step, model, params, optimizer, scheduler, examples, returns, adv_fn,
-                                       tok.pad_token_id, config, accelerator)
+        while state["step"] < run.total:
+            step, t0, complete = state["step"], time.perf_counter(), False
+            torch.manual_seed(derive_seed(config.seed, step, accelerator.process_index, 7))
+            if run.examples is not None:
+                record = _offline_step(step, run.model, run.params, run.optimizer, run.scheduler, run.examples, run.returns,
+                                       run.adv_fn, run.tok.pad_token_id, config, accelerator)
             else:
-                record = _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator)
-            step += 1; complete = True
+                record = _online_step(step, run.model, run.params, run.optimizer, run.scheduler, run.tok, run.adv_fn, config,
+                                      accelerator)
+            state["step"] = step = step + 1; complete = True
             dt = time.perf_counter() - t0
-            loop_time += dt; loop_tokens += record["train/tokens"] * world
-            record = {"step": step, **record, "train/lr": scheduler.get_last_lr()[0],
-                      "train/tokens_per_s": record["train/tokens"] * world / dt, "time/step_s": dt}
-            if config.eval_every and step % config.eval_every == 0 and step < total:
-                if main: record.update(_evaluate(net, tok, config))
+            run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes
+            record = {"step": step, **record, "train/lr": run.scheduler.get_last_lr()[0],
+                      "train/tokens_per_s": record["train/tokens"] * accelerator.num_processes / dt, "time/step_s": dt}
+            if config.eval_every and step % config.eval_every == 0 and step < run.total:
+                if run.main: record.update(_evaluate(run.net, run.tok, config))
                 accelerator.wait_for_everyone()
-            if step % config.log_every == 0 or step == total or "eval/pc" in record:
-                history.append(record)
+            if step % config.log_every == 0 or step == run.total or "eval/pc" in record:
+                state["history"].append(record)
                 if log: log.write(json.dumps(record) + "\n"); log.flush()
             bar.update(1); bar.set_postfix(loss=f"{record['train/loss']:.3f}")
-            if config.save_every and step % config.save_every == 0 and step < total: checkpoint()
+            if config.save_every and step % config.save_every == 0 and step < run.total: _checkpoint(run)
             if callback is not None: callback(step, record)
             if _stop_requested(stop["asked"], accelerator): raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
         if complete:
-            checkpoint()
-            if main: print(f"\ninterrupted: checkpoint at step {step} in {out / 'checkpoints'}; continue with "
-                           f"resume_from={str(out)!r} (ppg_nb train --resume-from {out})", file=sys.stderr)
+            _checkpoint(run)
+            if run.main: print(f"\ninterrupted: checkpoint at step {state['step']} in {run.out / 'checkpoints'}; continue "
+                               f"with resume_from={str(run.out)!r} (ppg_nb train --resume-from {run.out})", file=sys.stderr)
         raise
     finally:
         if handler is not None: signal.signal(signal.SIGINT, handler)
         if log: log.close()
     bar.close()
-    # 6. evaluate after, save adapter, checkpoint and result
-    if main and config.eval_personas and "after" not in evals:
-        evals["after"] = _evaluate(net, tok, config)
-    checkpoint()
-    result = TrainResult(out, config, history, steps=step, seconds=time.time() - started,
-                         tokens_per_s=loop_tokens / loop_time if loop_time else 0.0, base_model=str(base),
-                         encode_stats=asdict(stats))
-    if evals.get("before"): result.pc_before, result.pc_by_turn_before = evals["before"]["eval/pc"], evals["before"]["eval/pc_by_turn"]
-    if evals.get("after"): result.pc_after, result.pc_by_turn_after = evals["after"]["eval/pc"], evals["after"]["eval/pc_by_turn"]
-    if main:
-        net.save_pretrained(out / "adapter", safe_serialization=True)
-        tok.save_pretrained(out / "adapter")
-        (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
-    accelerator.wait_for_everyone()
-    return result
 
 
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+
+# %% ../nbs/10_train.ipynb #123cdf9b
+def _evaluate_into(run: _Run, when: str) -> None:
+    "PC of the current model on the held-out personas, kept as `state['evals'][when]` (once: a resumed run keeps it)."
+    if run.main and run.config.eval_personas and when not in run.state["evals"]:
+        run.state["evals"][when] = _evaluate(run.net, run.tok, run.config)
+        if when == "before" and run.config.progress: print(f"PC before training: {run.state['evals'][when]['eval/pc']:.3f}")
+    run.accelerator.wait_for_everyone()
+
+
+def _finish(run: _Run, seconds: float) -> TrainResult:
+    "Checkpoint, save the adapter (safetensors) and `result.json`; the `TrainResult`."
+    _checkpoint(run)
+    state, evals = run.state, run.state["evals"]
+    result = TrainResult(run.out, run.config, state["history"], steps=state["step"], seconds=seconds,
+                         tokens_per_s=run.loop_tokens / run.loop_time if run.loop_time else 0.0, base_model=run.base,
+                         encode_stats=asdict(run.stats))
+    if evals.get("before"): result.pc_before, result.pc_by_turn_before = evals["before"]["eval/pc"], evals["before"]["eval/pc_by_turn"]
+    if evals.get("after"): result.pc_after, result.pc_by_turn_after = evals["after"]["eval/pc"], evals["after"]["eval/pc_by_turn"]
+    if run.main:
+        run.net.save_pretrained(run.out / "adapter", safe_serialization=True)
+        run.tok.save_pretrained(run.out / "adapter")
+        (run.out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    run.accelerator.wait_for_everyone()
+    return result
+
+# %% ../nbs/10_train.ipynb #1b33ec6c
+def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (embedded model, education, K-step)
+          callback=None, # called as `callback(step, record)` after every step (raise `KeyboardInterrupt` to stop)
+          **overrides) -> TrainResult: # `TrainConfig` fields replacing those of `config`
+    "Fine-tune a causal LM with partial policy gradients (offline or online), evaluate PC before and after, save the adapter."
+    started = time.time()
+    config = dataclasses.replace(config or TrainConfig(), **overrides)  # validated again
+    out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
+    conversations = load_data(config)[0] if config.resolved_mode == "offline" else None  # (the data too)
+    run = _setup(config, out, ckpt, conversations)                       # 2. model, LoRA, data, optimiser; resume
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.state["history"]))  # replayed from the checkpoint
+    _evaluate_into(run, "before")                                        # 3.
+    _loop(run, callback)                                                 # 4.
+    _evaluate_into(run, "after")                                         # 5.
+    return _finish(run, time.time() - started)

@@ -59,7 +59,10 @@ def test_train_writes_result_adapter_and_log(tmp_path, base_dir):
     assert any("lora_A" in k for k in _adapter(out))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["train/tokens_per_s"] > 0 for r in log)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+    # save_every=2 and the end: checkpoints after steps 2 and 3, each with the adapter and no full weights
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
+    assert [json.loads((out / "checkpoints" / c / "state.json").read_text())["step"] for c in ("checkpoint_0", "checkpoint_1")] == [2, 3]
+    assert not list((out / "checkpoints").glob("*/model*.safetensors"))
     assert result.steps == 3 and result.pc_after == saved["pc_after"]
 
 
@@ -73,7 +76,7 @@ def test_resume_is_bit_exact(tmp_path, base_dir):
         if step == 2: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         train(_config(tmp_path, "cut", **kw), callback=stop_at_2)
-    assert (tmp_path / "cut" / "checkpoints" / "step-000002" / "state.pt").exists()
+    assert json.loads((tmp_path / "cut" / "checkpoints" / "checkpoint_0" / "state.json").read_text())["step"] == 2
     assert not (tmp_path / "cut" / "result.json").exists()
     train(_config(tmp_path, "cut", resume_from=str(tmp_path / "cut"), **kw))
     whole, cut = _adapter(tmp_path / "whole"), _adapter(tmp_path / "cut")
