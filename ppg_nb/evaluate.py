@@ -5,6 +5,7 @@
 # %% ../nbs/09_evaluate.ipynb #66f42e05
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -101,6 +102,7 @@ class Rollout:
 
     def write(self, ids: list[int], logprobs: list[float]):
         "Append the agent's next turn: the sampled ids and their sampling log-probs."
+        if len(ids) != len(logprobs): raise ValueError(f"{len(ids)} sampled ids but {len(logprobs)} log-probs")
         self.input_ids += ids; self.turn_of_token += [self.turns] * len(ids); self.sampled_logprobs += list(logprobs)
         self.turns += 1
 
@@ -152,14 +154,18 @@ class TokenAgent:
         self.system_role = supports_system_role(tokenizer)
         self.end_ids, self.stops = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop)
         self.rollouts: list[Rollout] = []
+        self.generate_seconds, self.generated_tokens = 0.0, 0  # time in `sample_lines`, tokens it kept
 
     def __call__(self, conversations: list[Conversation]) -> list[str]:
         "The agent's next line in every conversation (the simulator keeps the list in order from round to round)."
         if not self.rollouts: self.rollouts = [Rollout() for _ in conversations]
         for conv, r in zip(conversations, self.rollouts):
             r.read(context_ids(self.tokenizer, conv, r, self.system_role, self.end_ids))
+        start = time.perf_counter()
         lines = sample_lines(self.model, self.tokenizer, [r.input_ids for r in self.rollouts], self.temperature,
                              self.max_new_tokens, self.stops)
+        self.generate_seconds += time.perf_counter() - start
+        self.generated_tokens += sum(len(ids) for ids, _ in lines)
         for r, (ids, logprobs) in zip(self.rollouts, lines): r.write(ids, logprobs)
         return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in lines]
 
@@ -171,10 +177,11 @@ def rollout(model, # a causal LM
             n_turns: int, # agent turns per conversation
             seed: int = 0, # seeds the partner (`simulate_batch`); seed torch yourself for the sampling
             temperature: float = 1.0, # sampling temperature (0: greedy)
-            max_new_tokens: int = 48) -> tuple[list[Conversation], list[Example]]: # scored text, sampled tokens
+            max_new_tokens: int = 48, # longest agent line
+            agent: TokenAgent | None = None) -> tuple[list[Conversation], list[Example]]: # scored text, sampled tokens
     "Roll the model out against the partner simulator: the judged conversations and their exact sampled token `Example`s."
     from ppg_nb.personas import simulate_batch
-    agent = TokenAgent(model, tokenizer, temperature, max_new_tokens)
+    agent = agent or TokenAgent(model, tokenizer, temperature, max_new_tokens)
     was_training = model.training
     model.eval()
     try: conversations = simulate_batch(domain, personas, agent, n_turns, seed=seed)

@@ -492,13 +492,14 @@ def _check_rollouts(examples, max_length: int) -> None:
 
 def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator) -> dict:
     "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
-    from ppg_nb.evaluate import persona_consistency, rollout
+    from ppg_nb.evaluate import TokenAgent, persona_consistency, rollout
     from ppg_nb.personas import sample_personas
     t0 = time.perf_counter()
     seed = derive_seed(config.seed, step, accelerator.process_index, 1) % 2 ** 31
     personas = sample_personas(config.domain, config.online_batch, seed=seed)
-    convs, examples = rollout(accelerator.unwrap_model(model), tok, config.domain, personas, config.n_turns, seed,
-                              config.temperature, config.max_new_tokens)         # 1. rollout; 2. the judge scored convs
+    agent = TokenAgent(accelerator.unwrap_model(model), tok, config.temperature, config.max_new_tokens)
+    convs, examples = rollout(agent.model, tok, config.domain, personas, config.n_turns, seed,
+                              agent=agent)                                     # 1. rollout; 2. the judge scored convs
     _check_rollouts(examples, config.max_length)
     t1 = time.perf_counter()
     returns = conversation_returns(convs, config.policy, config.gamma, **config.policy_params)  # 3. credit G_t
@@ -516,7 +517,9 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
             "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
             "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
             "train/rollout_pc": persona_consistency(convs).pc, "train/first_ratio_dev": deviations[0],
-            "train/max_ratio_dev": max(deviations), "time/rollout_s": t1 - t0, "time/update_s": time.perf_counter() - t1}
+            "train/max_ratio_dev": max(deviations), "train/generated_tokens": agent.generated_tokens,
+            "time/generate_s": agent.generate_seconds, "time/score_s": t1 - t0 - agent.generate_seconds,
+            "time/update_s": time.perf_counter() - t1}
 
 # %% ../nbs/10_train.ipynb #e734b07b
 def _evaluate(model, tok, config) -> dict:

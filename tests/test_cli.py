@@ -1,6 +1,5 @@
 """`ppg_nb train` and `python -m ppg_nb train` as a user runs them (subprocesses), on a tiny base model in a temporary cache."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,9 +12,8 @@ QUICK = ["--mode", "offline", "--n-conversations", "16", "--n-turns", "2", "--ba
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "ppg_nb_cache"  # shared with test_train.py in one session
-    return {**os.environ, "PPG_NB_CACHE": str(cache)}
+def env(cache_env):
+    return cache_env
 
 
 def _run(args, env, module=True, timeout=300):

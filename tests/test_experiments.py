@@ -14,16 +14,6 @@ import pytest
 TINY = dict(base_conversations=48, base_steps=4, lora_r=4, max_new_tokens=16, batch_size=4)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "ppg_nb_cache"  # shared with test_train.py / test_cli.py in one session
-    old = os.environ.get("PPG_NB_CACHE")
-    os.environ["PPG_NB_CACHE"] = str(path)
-    yield path
-    if old is None: os.environ.pop("PPG_NB_CACHE", None)
-    else: os.environ["PPG_NB_CACHE"] = old
-
-
 def micro_spec(**kw):
     from ppg_nb.experiments import ExperimentSpec
     base = dict(domains=("education",), methods=("base", "greedy", "full"), seeds=(0,), n_train=8, n_turns=2, Ns=(8,),

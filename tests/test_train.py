@@ -20,23 +20,6 @@ TINY = dict(mode="offline", n_conversations=24, n_turns=3, max_length=256, batch
             progress=False, base_conversations=48, base_steps=4)
 
 
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    "A fresh ppg_nb cache for the session: the tests start from an empty cache."
-    path = tmp_path_factory.getbasetemp() / "ppg_nb_cache"
-    old = os.environ.get("PPG_NB_CACHE")
-    os.environ["PPG_NB_CACHE"] = str(path)
-    yield path
-    if old is None: os.environ.pop("PPG_NB_CACHE", None)
-    else: os.environ["PPG_NB_CACHE"] = old
-
-
-@pytest.fixture(scope="session")
-def base_dir(cache):
-    from ppg_nb.train import embedded_base
-    return embedded_base("education", TINY["base_conversations"], TINY["base_steps"], seed=0)
-
-
 def _config(tmp_path, name="run", **kw):
     from ppg_nb.train import TrainConfig
     return TrainConfig(**{**TINY, "output": str(tmp_path / name), **kw})
