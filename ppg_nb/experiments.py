@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .claims import CLAIMS, best_k, paper_claims
 from .personas import DOMAINS
 from .train import EMBEDDED, TrainConfig, train
 
 # %% auto #0
-__all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'COLUMNS', 'CLAIMS', 'method_config', 'scaling_method',
+__all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'COLUMNS', 'method_config', 'scaling_method',
            'ExperimentSpec', 'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'versions', 'open_output',
-           'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table', 'format_table', 'best_k',
-           'check_claims', 'claims_text', 'targets_met', 'table_figure', 'scaling_figure', 'best_k_figure',
-           'length_figure', 'Results', 'load_results']
+           'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table', 'format_table',
+           'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure', 'scaling_figure',
+           'best_k_figure', 'length_figure', 'Results', 'load_results']
 
 # %% ../nbs/13_experiments.ipynb #159275b7
 SEGMENT_LENGTH = 3  # turns per segment of the `segment` method
@@ -545,45 +546,35 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
     return wide.loc[_method_order(wide.index), list(dict.fromkeys(summary.domain))].rename_axis(None, axis=1).fillna("—")
 
 # %% ../nbs/13_experiments.ipynb #87aa0381
-def best_k(df: pd.DataFrame, # scaling.csv rows: domain, N, K, seed, pc
-          ) -> pd.DataFrame: # domain, N, best_K, pc (its mean), n_K (lookaheads compared)
-    "The best lookahead K per (domain, N): the highest mean PC over seeds, ties to the smallest K."
+def best_k_table(df: pd.DataFrame, # scaling.csv rows: domain, N, K, seed, pc
+                ) -> pd.DataFrame: # domain, N, best_K, pc (its mean), n_K (lookaheads compared)
+    "The best lookahead K per (domain, N) by `ppg_nb.claims.best_k`: the highest mean PC over seeds, ties to the smallest K."
     need = {"domain", "N", "K", "pc"}
-    if not need <= set(df.columns): raise ValueError(f"best_k needs columns {sorted(need)}, got {list(df.columns)}")
-    if df.empty: raise ValueError("best_k: no rows")
-    means = df.groupby(["domain", "N", "K"]).pc.mean().reset_index()
-    n_K = means.groupby(["domain", "N"]).K.count().rename("n_K")
-    best = means.sort_values(["domain", "N", "pc", "K"], ascending=[True, True, False, True]).groupby(["domain", "N"]).head(1)
-    best = best.rename(columns={"K": "best_K"}).join(n_K, on=["domain", "N"])
-    domains = {d: i for i, d in enumerate(dict.fromkeys(df.domain))}
-    return best.sort_values(["domain", "N"], key=lambda s: s.map(domains) if s.name == "domain" else s).reset_index(drop=True)[
-        ["domain", "N", "best_K", "pc", "n_K"]]
+    if not need <= set(df.columns): raise ValueError(f"best_k_table needs columns {sorted(need)}, got {list(df.columns)}")
+    if df.empty: raise ValueError("best_k_table: no rows")
+    rows = []
+    for domain in dict.fromkeys(df.domain):
+        means = df[df.domain == domain].pivot_table(index="N", columns="K", values="pc", aggfunc="mean")
+        for N, K in best_k(means).items():
+            rows.append(dict(domain=domain, N=N, best_K=K, pc=float(means.loc[N, K]), n_K=int(means.loc[N].notna().sum())))
+    return pd.DataFrame(rows, columns=["domain", "N", "best_K", "pc", "n_K"])
 
 # %% ../nbs/13_experiments.ipynb #9f2f721c
 def check_claims(scaling: pd.DataFrame, # scaling.csv rows: domain, N, K, seed, pc
                 ) -> dict: # domain -> the three verdicts, `all_hold`, and the numbers behind them
-    "The three target claims per domain, computed from the data: best K does not shrink with N; full not best at the smallest N; greedy not best at the largest N."
-    best = best_k(scaling)
-    means = scaling.groupby(["domain", "N", "K"]).pc.mean()
+    "The paper's three claims per domain (`ppg_nb.claims.paper_claims` on the mean PC, full planning the largest K measured)."
     out = {}
-    for domain, g in best.groupby("domain", sort=False):
-        Ns, seq = g.N.tolist(), g.best_K.tolist()
-        Ks = sorted(scaling[scaling.domain == domain].K.unique().tolist())
-        full_K = Ks[-1]
-        c = {"best_K_by_N": dict(zip(Ns, seq)), "Ks": Ks, "full_K": full_K,
-             "seeds": int(scaling[scaling.domain == domain].seed.nunique()) if "seed" in scaling else None,
-             "pc_at_smallest_N": {int(K): float(means[domain, Ns[0], K]) for K in Ks if (domain, Ns[0], K) in means},
-             "pc_at_largest_N": {int(K): float(means[domain, Ns[-1], K]) for K in Ks if (domain, Ns[-1], K) in means}}
-        c["best_K_does_not_shrink"] = all(b >= a for a, b in zip(seq, seq[1:])) if len(Ns) > 1 else None
-        c["full_not_best_at_smallest_N"] = (seq[0] != full_K) if len(Ks) > 1 else None
-        c["greedy_not_best_at_largest_N"] = (seq[-1] != 1) if 1 in Ks else None
-        verdicts = [c["best_K_does_not_shrink"], c["full_not_best_at_smallest_N"], c["greedy_not_best_at_largest_N"]]
-        c["all_hold"] = all(v is True for v in verdicts)
-        out[domain] = c
+    for domain in dict.fromkeys(scaling.domain):
+        rows = scaling[scaling.domain == domain]
+        means = rows.pivot_table(index="N", columns="K", values="pc", aggfunc="mean")
+        c = paper_claims(means)
+        Ns, Ks = list(means.index), [int(K) for K in means.columns]
+        out[domain] = {**{k: c[k] for k in CLAIMS}, "best_K_by_N": c["best_K"], "Ks": Ks, "full_K": c["full_K"],
+                       "seeds": int(rows.seed.nunique()) if "seed" in rows else None,
+                       "pc_at_smallest_N": {K: float(v) for K, v in means.loc[Ns[0]].dropna().items()},
+                       "pc_at_largest_N": {K: float(v) for K, v in means.loc[Ns[-1]].dropna().items()},
+                       "all_hold": all(c[k] is True for k in CLAIMS)}
     return out
-
-
-CLAIMS = ("best_K_does_not_shrink", "full_not_best_at_smallest_N", "greedy_not_best_at_largest_N")
 
 
 def claims_text(claims: dict) -> str:
@@ -669,7 +660,7 @@ def scaling_figure(scaling: pd.DataFrame, # scaling.csv rows
 def best_k_figure(scaling: pd.DataFrame, # scaling.csv rows
                   title: str = "") -> go.Figure:
     "Figure 4 analog: the best lookahead K against the number of training conversations N, one line per domain."
-    best = best_k(scaling)
+    best = best_k_table(scaling)
     fig = go.Figure([go.Scatter(x=g.N.tolist(), y=g.best_K.tolist(), mode="lines+markers", name=domain,
                                 line=dict(color=_COLORS[i % 10]))
                      for i, (domain, g) in enumerate(best.groupby("domain", sort=False))])

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .data import conversation_text, load_conversations
-from .experiments import (Results, _k_color, _mean_se, best_k, load_results, run_name, scaling_method,
+from .experiments import (Results, _k_color, _mean_se, best_k_table, load_results, run_name, scaling_method,
                                 summarize_table)
 from .widgets import has_widget_frontend, redraw
 
@@ -32,7 +32,7 @@ def _choices(results: Results, domain: str | None, K, N) -> tuple[str, int, int]
     Ks, Ns = sorted(rows.K.unique().tolist()), sorted(rows.N.unique().tolist())
     N = Ns[-1] if N is None else N
     if N not in Ns: raise ValueError(f"N must be one of {Ns} for {domain}, got {N!r}")
-    if K is None: K = int(best_k(rows).set_index("N").best_K[N])
+    if K is None: K = int(best_k_table(rows).set_index("N").best_K[N])
     if K not in Ks: raise ValueError(f"K must be one of {Ks} for {domain}, got {K!r}")
     return domain, int(K), int(N)
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .core import _check_int, credit_figure, policy_label
-from .theory import ExactEnv, best_k, gradient_errors, tradeoff_grid, tradeoff_table
+from .theory import ExactEnv, gradient_errors, tradeoff_best_k, tradeoff_grid, tradeoff_table
 
 # %% auto #0
 __all__ = ['N_GRID', 'MAX_N', 'DELTA', 'WIDGET_SEEDS', 'tradeoff_figure', 'has_widget_frontend', 'redraw', 'TradeoffExplorer',
@@ -35,7 +35,7 @@ def _env(n: int, horizon: int) -> ExactEnv:
 def _grid(n: int, horizon: int):
     "Mean value per (N, K) and the best K per N, for panel (b)."
     df = tradeoff_grid(_env(n, horizon), Ns=N_GRID, seeds=range(WIDGET_SEEDS))
-    return tradeoff_table(df), best_k(df), df.optimum.iloc[0], df.attrs["start"]
+    return tradeoff_table(df), tradeoff_best_k(df), df.optimum.iloc[0], df.attrs["start"]
 
 
 @lru_cache(maxsize=128)

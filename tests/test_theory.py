@@ -11,7 +11,7 @@ from ppg_nb.core import credit_matrix, partial_returns
 from ppg_nb.theory import (ExactEnv, Trajectories, exact_ascent, gradient_errors, hoeffding_bound, tradeoff_claims,
                            tradeoff_grid, tradeoff_table)
 
-CLAIMS = ["full not best at smallest N", "greedy not best at largest N", "best K never shrinks"]
+from ppg_nb.claims import CLAIMS
 CLASSES = [("full", {}), ("greedy", {}), ("kstep", {"K": 2}), ("segment", {"length": 2}),
            ("custom", {"matrix": torch.tensor([[1, 0, 1, 0, 0], [0, 1, 1, 0, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1]])})]
 
