@@ -7,12 +7,14 @@ embedded base model is built on the first run if the cache does not hold it (its
 shared by every run and seed).
 
 With `--save FILE.json` every finished run is written to FILE at once (with the command, the flags, the base model's cache
-key and the versions), and a run already in FILE with the same seed and flags is kept and skipped: an interrupted benchmark
-resumes where it stopped. `nbs/results/main_job/` holds the committed runs that the README and `nbs/10_train.ipynb` quote.
+key and the versions, and the sha256 of the base model's weights), and a run already in FILE with the same seed and flags is
+kept and skipped: an interrupted benchmark resumes where it stopped. A base model whose weights differ from those the saved
+runs were measured on is reported. `nbs/results/main_job/` holds the committed runs that the README and `nbs/10_train.ipynb` quote.
 
 Run:  python tests/benchmarks/bench_pc_gain.py [--seeds 0 1 2] [--save FILE.json] [extra ppg_nb train flags, e.g. --K 3]
 """
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -37,6 +39,10 @@ def main():
     print(f"embedded base model {base.name}: ready in {time.time() - t0:.0f} s "
           f"(built: {json.loads((base / 'recipe.json').read_text())['seconds']} s)")
     saved = json.loads(args.save.read_text()) if args.save and args.save.exists() else {"runs": []}
+    weights = hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
+    known = saved.setdefault("base_weights_sha256", {}).setdefault(base.name, weights)
+    print(f"base weights sha256 {weights[:16]}" + ("" if known == weights else
+          f": NOT the base the saved runs were measured on ({known[:16]}); the numbers will differ"))
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
