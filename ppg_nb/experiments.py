@@ -23,7 +23,7 @@ import pandas as pd
 
 from .claims import CLAIMS, best_k, paper_claims
 from .personas import DOMAINS
-from .train import EMBEDDED, TrainConfig, train
+from .train import EMBEDDED, TrainConfig, config_differences, train
 
 # %% auto #0
 __all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'COLUMNS', 'method_config', 'scaling_method',
@@ -327,11 +327,9 @@ def _device() -> str:
 
 def _same_config(saved: dict, config: TrainConfig, where: Path) -> None:
     "Refuse to reuse a finished run whose configuration differs from the one asked for."
-    skip = {"output", "resume_from", "progress", "save_every", "keep_checkpoints", "log_every"}
-    now = json.loads(json.dumps(asdict(config)))
-    diff = [k for k in now if k not in skip and saved.get(k) != now[k]]
+    diff = config_differences(saved, config, ignore={"output", "resume_from", "progress", "save_every", "keep_checkpoints", "log_every"})
     if diff: raise ValueError(f"{where} holds a finished run with another configuration ("
-                              + ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in diff)
+                              + ", ".join(f"{k}: {saved.get(k)!r} there, {getattr(config, k)!r} now" for k in diff)
                               + "): remove it or choose another output directory")
 
 # %% ../nbs/13_experiments.ipynb #bed40c0e

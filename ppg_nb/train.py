@@ -34,7 +34,7 @@ from .render import (Advantages, Batch, EncodeStats, check_conversations, collat
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
            'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler',
            'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
-           'TrainResult', 'batch_indices', 'ratio_deviation', 'minibatches', 'train']
+           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
 def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
@@ -413,6 +413,14 @@ def _default_output(c: TrainConfig) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{what}"
 
 
+def config_differences(saved: dict, # a config as JSON (a checkpoint's or a finished run's)
+                       config: TrainConfig, # the config asked for now
+                       ignore=RESUMABLE_CHANGES) -> list[str]: # fields allowed to differ
+    "The fields (outside `ignore`) in which `config` differs from `saved`."
+    now = json.loads(json.dumps(asdict(config)))
+    return [k for k in now if k not in ignore and saved.get(k) != now[k]]
+
+
 def _check_output(config: TrainConfig) -> tuple[Path, Path | None]:
     "The run directory and the checkpoint to resume from; refuses a directory that holds another run."
     ckpt = find_checkpoint(config.resume_from) if config.resume_from else None
@@ -425,8 +433,7 @@ def _check_output(config: TrainConfig) -> tuple[Path, Path | None]:
                          f"directory, or resume it with resume_from={str(out)!r}")
     if ckpt is not None:
         saved = json.loads((ckpt / "state.json").read_text())["config"]
-        now = json.loads(json.dumps(asdict(config)))
-        diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+        diff = config_differences(saved, config)
         if diff: raise ValueError(f"resume_from {str(ckpt)!r}: the config differs in {', '.join(diff)} "
                                   f"(checkpoint: {', '.join(f'{k}={saved.get(k)!r}' for k in diff)})")
     return out, ckpt
