@@ -571,7 +571,7 @@ class _Run:
     @property
     def params(self) -> list: return [p for p in self.model.parameters() if p.requires_grad]
 
-
+# %% ../nbs/10_train.ipynb #2c1a8b59
 def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: list | None) -> _Run:
     "Model, LoRA, data, optimiser and schedule under accelerate; the checkpoint's state when resuming."
     from accelerate import Accelerator
@@ -614,7 +614,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     accelerator.project_configuration.iteration = max(existing, default=-1) + 1  # the next checkpoint's number
     return run
 
-
+# %% ../nbs/10_train.ipynb #644b6f8f
 def _checkpoint(run: _Run) -> None:
     "Save the run's state (all processes take part: each saves its RNG state)."
     run.accelerator.wait_for_everyone()
