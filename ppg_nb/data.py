@@ -217,10 +217,11 @@ class Problem:
     record: int | None # index of the record in the file (None: the whole file)
     field: str # the field at fault
     reason: str # what is wrong
+    kept: bool = False # True: reported, but the conversation is kept (its line labels are usable)
 
     def __str__(self):
         where = f"record {self.record}" if self.record is not None else "file"
-        return f"{self.file}: {where}, field '{self.field}': {self.reason}"
+        return f"{self.file}: {where}, field '{self.field}': {self.reason}" + (" (kept: its line labels are used)" if self.kept else "")
 
 
 class ConversationSet(list):
@@ -345,8 +346,7 @@ def _load_file(path: Path, strict: bool, out: ConversationSet) -> None:
         if abs(got[polarity] - c["stored"]) >= 1e-6:
             other = _POLARITIES[1 - _POLARITIES.index(polarity)]
             problem(Problem(str(path), c["record"], c["field"], f"stored score {c['stored']:g} is not reproduced by the labels: "
-                            f"{got[polarity]:g} under the file's polarity ({polarity}), {got[other]:g} under the other"))
-            continue
+                            f"{got[polarity]:g} under the file's polarity ({polarity}), {got[other]:g} under the other", kept=True))
         rewards = [float(not y) if polarity == "yes_contradicts" else float(y) for y in c["yes"]]
         meta = {"file": str(path), "record": c["record"], "speaker": c["speaker"], "polarity": polarity, "stored_score": c["stored"],
                 "partner": c["partner"]}

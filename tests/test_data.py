@@ -168,7 +168,9 @@ def test_polarity_per_file_and_unreproduced_records(tmp_path):
     assert list(got.polarity.values()) == ["yes_contradicts", "yes_consistent"]
     assert [(Path(p.file).name, p.record, p.field) for p in got.problems] == [
         ("a.json", 2, "P2_prompt_consistency_score"), ("b.json", 2, "P2_prompt_consistency_score")]
-    assert [c.rewards for c in got] == [[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    # the unreproduced records are reported and kept: their line labels are what training uses
+    assert all(p.kept for p in got.problems) and "(kept: its line labels are used)" in str(got.problems[0])
+    assert [c.rewards for c in got] == [[0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
 
 
 BAD = [
