@@ -161,6 +161,11 @@ def _print_result(result) -> None:
               f"before {result.pc_before:.3f} -> after {result.pc_after:.3f} ({result.pc_after - result.pc_before:+.3f})")
         print("by turn before:", " ".join(f"{x:.2f}" for x in result.pc_by_turn_before))
         print("by turn after: ", " ".join(f"{x:.2f}" for x in result.pc_by_turn_after))
+    if result.label_shift:
+        ls = result.label_shift
+        print(f"judge-free measure on {ls['n_lines']} labelled lines of {c.eval_data}: AUC {ls['label_auc']:.3f} (0.5: training "
+              f"did not separate them); log-prob change {ls['change_consistent']:+.3f} on consistent lines, "
+              f"{ls['change_inconsistent']:+.3f} on inconsistent ones")
     print(f"{result.steps} steps, {result.tokens_per_s:.0f} tokens/s, {result.seconds:.0f} s; wrote {result.output}/result.json")
 
 

@@ -16,7 +16,8 @@ from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
 __all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'Rollout', 'turn_closing',
-           'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency', 'evaluate']
+           'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency', 'evaluate', 'line_logprobs',
+           'separation_auc', 'label_shift']
 
 # %% ../nbs/09_evaluate.ipynb #8881967b
 SMALL_MODEL = 50_000_000  # parameters: below this, CPU generation runs on one thread
@@ -228,3 +229,54 @@ def evaluate(model, # a causal LM
         conversations += rollout(model, tokenizer, domain, personas[start:start + batch_size], n_turns, seed + start,
                                  temperature, max_new_tokens)[0]
     return persona_consistency(conversations)
+
+# %% ../nbs/09_evaluate.ipynb #b2efc51a
+def line_logprobs(model, # a causal LM
+                  tokenizer, # its tokenizer, with a chat template
+                  conversations: list[Conversation], # the held-out conversations
+                  max_length: int = 1024, # longest sequence (longer conversations are windowed as for training)
+                  batch_size: int = 8) -> dict[tuple[int, int], float]: # (conversation, agent turn) -> mean log-prob
+    "The mean per-token log-prob of every agent line given everything before it, from teacher-forced forward passes."
+    import torch.nn.functional as F
+    from ppg_nb.render import collate, encode_conversations
+    examples, _ = encode_conversations(conversations, tokenizer, max_length)
+    out, was_training = {}, model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                part = examples[start:start + batch_size]
+                batch = collate(part, tokenizer.pad_token_id).to(model.device)
+                mask = batch.turn_of_target >= 0
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+                lp = torch.zeros(mask.shape, device=logits.device)
+                lp[mask] = -F.cross_entropy(logits[mask].float(), batch.input_ids[:, 1:][mask], reduction="none")
+                for row, ex in enumerate(part):
+                    for t in ex.turns:
+                        tokens = batch.turn_of_target[row] == t
+                        if tokens.any(): out[(ex.conv_index, t)] = float(lp[row][tokens].mean())
+    finally: model.train(was_training)
+    return out
+
+
+def separation_auc(scores, # one number per item
+                   labels) -> float: # 1 (positive) or 0 per item
+    "P(a random positive scores above a random negative), ties one half (the Mann-Whitney AUC); nan without both classes."
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg: return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def label_shift(before: dict, # `line_logprobs` of the base model
+                after: dict, # `line_logprobs` after training, on the same conversations
+                conversations: list[Conversation]) -> dict: # the labelled conversations (reward >= 0.5: consistent)
+    "The judge-free measure: AUC of the change in line log-prob separating consistent from inconsistent lines, with its parts."
+    keys = sorted(before.keys() & after.keys())
+    change = [after[k] - before[k] for k in keys]
+    labels = [conversations[c].rewards[t] >= 0.5 for c, t in keys]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return {"label_auc": separation_auc(change, labels), "n_lines": len(keys), "n_consistent": sum(labels),
+            "change_consistent": mean([x for x, y in zip(change, labels) if y]),
+            "change_inconsistent": mean([x for x, y in zip(change, labels) if not y])}

@@ -135,12 +135,16 @@ class TrainConfig:
     warmup_steps: int = _field(0, "linear warm-up steps")
     schedule: str = _field("constant", "learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' decay to 0")
     max_grad_norm: float | None = _field(1.0, "gradient clipping norm; None: no clipping")
-    batch_size: int = _field(16, "training sequences per step and process")
+    batch_size: int | None = _field(None, "training sequences per step and process; None: 16 for the embedded model, 4 for "
+                                          "others (a 135M model in float32 needs about 2.5 GB of CPU memory per 550-token sequence)")
     grad_accum: int = _field(1, "micro-batches accumulated per optimiser step")
     epochs: float = _field(1.0, "passes over the logged data (offline), used when max_steps is None")
     max_steps: int | None = _field(None, "optimiser steps; None: from `epochs` (offline) or 30 (online)")
     # --- evaluation ---
-    eval_personas: int = _field(64, "held-out personas rolled out before and after training (0: no evaluation)")
+    eval_personas: int | None = _field(None, "held-out personas of `domain` rolled out before and after training (0: none); "
+                                             "None: 64 for the embedded model, 0 for others (the synthetic language means nothing to them)")
+    eval_data: str | None = _field(None, "held-out labelled conversations (the formats of `data`) for the judge-free measure: "
+                                         "the AUC of the change in line log-prob separating consistent from inconsistent lines")
     eval_seed: int = _field(12345, "seed naming the held-out personas and seeding evaluation rollouts")
     eval_every: int = _field(0, "also evaluate every k steps (0: only before and after)")
     # --- embedded base model ---
@@ -156,7 +160,11 @@ class TrainConfig:
     progress: bool = _field(True, "tqdm progress bars")
     seed: int = _field(0, "seed of LoRA initialisation, data order, dropout, rollouts (and of the logged data if data_seed is None)")
 
-    def __post_init__(self): self.validate()
+    def __post_init__(self):
+        embedded = self.model == EMBEDDED  # the defaults that depend on the model, made concrete once
+        if self.batch_size is None: self.batch_size = 16 if embedded else 4
+        if self.eval_personas is None: self.eval_personas = 64 if embedded else 0
+        self.validate()
 
     @classmethod
     def help(cls) -> str:
@@ -227,24 +235,27 @@ def validate(c: TrainConfig) -> TrainConfig:
     if c.data is not None:
         need(Path(c.data).exists(), f"data file or folder {c.data!r} does not exist")
         need(c.resolved_mode == "offline", "data is logged conversations: use mode='offline' (online mode generates its own)")
+    if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data file or folder {c.eval_data!r} does not exist")
     if c.model != EMBEDDED: check_model_source(c.model)
     return c
 
 
 # %% ../nbs/10_train.ipynb #921a9baa
-def load_data(config: TrainConfig) -> tuple[list[Conversation], str]:
-    "The logged conversations of a config, checked, and a name for messages."
-    if config.data is None:
+def load_data(config: TrainConfig, # the run
+              path: str | None = None) -> tuple[list[Conversation], str]: # another file than `config.data` (`eval_data`)
+    "The logged conversations of a config (or of `path`), checked, and a name for messages."
+    path = config.data if path is None else path
+    if path is None:
         from ppg_nb.personas import make_dataset
         seed = config.seed if config.data_seed is None else config.data_seed
         source = f"make_dataset({config.domain!r}, {config.n_conversations}, {config.n_turns}, seed={seed})"
         conversations = make_dataset(config.domain, config.n_conversations, config.n_turns, seed=seed)
-    elif str(config.data).endswith(".jsonl"):
+    elif str(path).endswith(".jsonl"):
         from ppg_nb.data import load_conversations
-        source, conversations = str(config.data), load_conversations(config.data)
+        source, conversations = str(path), load_conversations(path)
     else:
         from ppg_nb.data import load_consistent_llms
-        source, loaded = str(config.data), load_consistent_llms(config.data, strict=config.strict_data)
+        source, loaded = str(path), load_consistent_llms(path, strict=config.strict_data)
         if loaded.problems:
             shown = "\n  ".join(map(str, loaded.problems[:5])) + ("\n  ..." if len(loaded.problems) > 5 else "")
             dropped = sum(not p.kept for p in loaded.problems)
@@ -398,10 +409,11 @@ class TrainResult:
     seconds: float = 0.0 # wall time of this call
     tokens_per_s: float = 0.0 # training tokens per second (all processes), loop only
     base_model: str = "" # the base model's name or directory
+    label_shift: dict | None = None # with `eval_data`: the judge-free measure (`label_auc`, `n_lines`, ...; `ppg_nb.evaluate.label_shift`)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("pc_before", "pc_after", "steps", "seconds", "tokens_per_s", "base_model",
-                                           "pc_by_turn_before", "pc_by_turn_after", "encode_stats")}
+                                           "pc_by_turn_before", "pc_by_turn_after", "encode_stats", "label_shift")}
         return {"pc_before": d.pop("pc_before"), "pc_after": d.pop("pc_after"), "policy": self.config.policy,
                 "K": self.config.policy_params.get("K"), "policy_params": self.config.policy_params,
                 "policy_label": policy_label(self.config.policy, self.config.policy_params), **d,
@@ -570,6 +582,7 @@ class _Run:
     base: str # the base model's name or directory
     examples: list | None = None # offline: encoded logged data
     returns: torch.Tensor | None = None # offline: its partial returns (N, J)
+    eval_conversations: list | None = None # `eval_data`: labelled held-out conversations
     stats: EncodeStats = field(default_factory=EncodeStats)
     state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
     loop_time: float = 0.0
@@ -615,7 +628,8 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
     model, optimizer = accelerator.prepare(model, optimizer)
     run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, Advantages(config.baseline, config.normalize_advantages),
-               total, str(base), examples, returns, stats, {"step": 0, "history": [], "evals": {}})
+               total, str(base), examples=examples, returns=returns, stats=stats,
+               state={"step": 0, "history": [], "evals": {}})
     checkpoint_hooks(accelerator, model, run.state)
     if ckpt is not None:
         accelerator.load_state(str(ckpt))  # adapter, state.json, optimiser, RNG states
@@ -693,22 +707,32 @@ def _main_thread() -> bool:
 
 # %% ../nbs/10_train.ipynb #123cdf9b
 def _evaluate_into(run: _Run, when: str) -> None:
-    "PC of the current model on the held-out personas, kept as `state['evals'][when]` (once: a resumed run keeps it)."
-    if run.main and run.config.eval_personas and when not in run.state["evals"]:
-        run.state["evals"][when] = _evaluate(run.net, run.tok, run.config)
-        if when == "before" and run.config.progress: print(f"PC before training: {run.state['evals'][when]['eval/pc']:.3f}")
+    "PC on the held-out personas and the line log-probs of `eval_data`, kept as `state['evals'][when]` (a resumed run keeps them)."
+    from ppg_nb.evaluate import label_shift, line_logprobs
+    config = run.config
+    if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
+        ev = _evaluate(run.net, run.tok, config) if config.eval_personas else {}
+        if run.eval_conversations:
+            lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size)
+            ev["eval/line_logprobs"] = [[c, t, v] for (c, t), v in sorted(lines.items())]
+            if when == "after":
+                before = {(c, t): v for c, t, v in run.state["evals"]["before"]["eval/line_logprobs"]}
+                ev.update({f"eval/{k}": v for k, v in label_shift(before, lines, run.eval_conversations).items()})
+        run.state["evals"][when] = ev
+        if when == "before" and config.progress and "eval/pc" in ev: print(f"PC before training: {ev['eval/pc']:.3f}")
     run.accelerator.wait_for_everyone()
 
 
 def _finish(run: _Run, seconds: float) -> TrainResult:
     "Checkpoint, save the adapter (safetensors) and `result.json`; the `TrainResult`."
     _checkpoint(run)
-    state, evals = run.state, run.state["evals"]
+    state, before, after = run.state, run.state["evals"].get("before", {}), run.state["evals"].get("after", {})
     result = TrainResult(run.out, run.config, state["history"], steps=state["step"], seconds=seconds,
                          tokens_per_s=run.loop_tokens / run.loop_time if run.loop_time else 0.0, base_model=run.base,
-                         encode_stats=asdict(run.stats))
-    if evals.get("before"): result.pc_before, result.pc_by_turn_before = evals["before"]["eval/pc"], evals["before"]["eval/pc_by_turn"]
-    if evals.get("after"): result.pc_after, result.pc_by_turn_after = evals["after"]["eval/pc"], evals["after"]["eval/pc_by_turn"]
+                         encode_stats=asdict(run.stats), pc_before=before.get("eval/pc"), pc_after=after.get("eval/pc"),
+                         pc_by_turn_before=before.get("eval/pc_by_turn"), pc_by_turn_after=after.get("eval/pc_by_turn"),
+                         label_shift={k[5:]: v for k, v in after.items() if k.startswith("eval/") and k != "eval/line_logprobs"
+                                      and not k.startswith("eval/pc")} or None)
     if run.main:
         run.net.save_pretrained(run.out / "adapter", safe_serialization=True)
         run.tok.save_pretrained(run.out / "adapter")
@@ -725,7 +749,9 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
     config = dataclasses.replace(config or TrainConfig(), **overrides)  # validated again
     out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
     conversations = load_data(config)[0] if config.resolved_mode == "offline" else None  # (the data too)
+    held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
     run = _setup(config, out, ckpt, conversations)                       # 2. model, LoRA, data, optimiser; resume
+    run.eval_conversations = held_out
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))

@@ -162,3 +162,55 @@ def test_accelerate_two_cpu_processes(tmp_path, base_dir):
     saved = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert saved["steps"] == 2 and saved["pc_after"] is not None
     assert "persona consistency" in done.stdout
+
+
+SHARED = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"Consistent-LLMs files not found at {SHARED} (not shipped)")
+
+
+@needs_shared
+def test_real_files_are_trained_on_with_their_problems_reported(tmp_path, capsys):
+    "The public therapy file: records whose stored score the labels do not reproduce are reported and trained on; strict refuses."
+    from ppg_nb.train import TrainConfig, load_data
+    therapy = SHARED / "full" / "therapy__mistral-instruct_0_261.json"
+    conversations, _ = load_data(TrainConfig(data=str(therapy)))
+    err = capsys.readouterr().err
+    assert "record 11, field 'P2_prompt_consistency_score'" in err and "(kept: its line labels are used)" in err
+    assert 11 in {c.meta["record"] for c in conversations}
+    with pytest.raises(ValueError, match=r"therapy__mistral-instruct_0_261.json: record \d+, field 'P2_prompt_consistency_score'"):
+        load_data(TrainConfig(data=str(therapy), strict_data=True))
+    folder, _ = load_data(TrainConfig(data=str(SHARED)))  # a folder of files
+    assert len({c.meta["file"] for c in folder}) == 3
+    unusable = json.loads((SHARED / "education_sample.json").read_text())
+    for rec in unusable: rec.pop("eval_prompt_consistency")
+    (tmp_path / "none.json").write_text(json.dumps(unusable))
+    with pytest.raises(ValueError, match=r"none.json: no evaluated persona lines to train on \(4 problems"):
+        load_data(TrainConfig(data=str(tmp_path / "none.json")))
+
+
+@needs_shared
+def test_judge_free_measure_on_held_out_labelled_lines(tmp_path, base_dir):
+    "Offline PPG on real dialogues with `eval_data`: the result carries the AUC of the line log-prob change, from the labels."
+    from ppg_nb.train import train
+    sample = SHARED / "education_sample.json"
+    # no baseline: with windows of 2 sequences, a per-turn batch mean would cancel every advantage
+    result = train(_config(tmp_path, data=str(sample), eval_data=str(sample), max_steps=2, batch_size=2, max_length=1024,
+                           lr=1e-2, baseline=None))
+    shift = result.label_shift
+    assert shift["n_lines"] == 20 and 0 < shift["n_consistent"] < 20
+    assert 0.0 <= shift["label_auc"] <= 1.0 and shift["change_consistent"] != 0.0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["label_shift"]["label_auc"] == shift["label_auc"]
+
+
+@needs_shared
+def test_the_real_smollm2_model_trains_offline_on_real_dialogues(tmp_path, cache_env):
+    "`ppg_nb train --model smollm2-135m-instruct --data FILE`: converted once from its PyPI wheel, one LoRA step, an adapter."
+    cmd = [sys.executable, "-m", "ppg_nb", "train", "--model", "smollm2-135m-instruct", "--data", str(SHARED / "education_sample.json"),
+           "--max-steps", "1", "--batch-size", "2", "--no-progress", "--output", str(tmp_path / "smol")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "smol" / "result.json").read_text())
+    assert saved["base_model"] == "smollm2-135m-instruct" and saved["steps"] == 1 and saved["pc_before"] is None
+    assert saved["config"]["eval_personas"] == 0                      # no synthetic-language evaluation for a real model
+    adapter = _adapter(tmp_path / "smol")
+    assert any("layers.29.mlp.down_proj.lora_A" in k for k in adapter)   # all 30 blocks of SmolLM2, attention and MLP
