@@ -18,7 +18,7 @@ from .decompose import decompose_rewards
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main', 'field_type',
-           'train_config_from_args', 'run_train', 'experiments_command', 'run_experiments_cli']
+           'train_config_from_args', 'run_train', 'run_judge', 'experiments_command', 'run_experiments_cli']
 
 # %% ../nbs/11_cli.ipynb #23866e8c
 def credit_demo(n: int = 6, # number of steps
@@ -176,6 +176,33 @@ def run_train(args) -> int:
     try: result = train(config)
     except KeyboardInterrupt: return 130
     if result.output is not None: _print_result(result)
+    return 0
+
+# %% ../nbs/11_cli.ipynb #7d155bbb
+def _add_judge_arguments(parser):
+    parser.add_argument("action", choices=["eval"], help="eval: measure a judge against the stored labels")
+    parser.add_argument("--judge", required=True, help="zero-shot:MODEL (MODEL: a hub name, a folder, or a named model such as "
+                                                       "smollm2-135m-instruct)")
+    parser.add_argument("--data", nargs="+", required=True, metavar="FILE_OR_DIR", help="Consistent-LLMs files or folders")
+    parser.add_argument("--output", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument("--max-lines", type=int, default=None, help="the first this many labelled lines (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+
+
+@subcommand("judge", "measure a judge's agreement with the labels stored in Consistent-LLMs files")(_add_judge_arguments)
+def run_judge(args) -> int:
+    import json
+    from ppg_nb.experiments import versions
+    from ppg_nb.judge import judge_agreement, load_judge
+    from ppg_nb.train import TrainConfig, load_data
+    conversations = [c for path in args.data for c in load_data(TrainConfig(), str(path))[0]]  # checked before any model
+    judge = load_judge(args.judge, batch_size=args.batch_size)
+    result = {"judge": args.judge, "data": [str(p) for p in args.data], **judge_agreement(judge, conversations, args.max_lines),
+              "versions": versions()}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=1))
+    print(f"{args.judge} on {result['n_lines']} labelled lines: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} "
+          f"(majority class {result['majority_accuracy']:.3f}); wrote {args.output}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #013fc594

@@ -18,7 +18,8 @@ from .data import Conversation
 from .personas import score_conversation, judge_turns  # the rule judge lives with the domains it scores
 
 # %% auto #0
-__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'answer_token_ids', 'LLMJudge', 'tiny_judge_checkpoint']
+__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'answer_token_ids', 'LLMJudge', 'tiny_judge_checkpoint', 'load_judge',
+           'judge_agreement']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -67,13 +68,15 @@ class LLMJudge:
         self._keep = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, # hub name or local directory
+    def from_pretrained(cls, name_or_path: str, # hub name, local directory or a name of `ppg_nb.model.NAMED_MODELS`
                         device: str | None = None, # default: "cuda" when available, else "cpu"
                         dtype=None, # e.g. torch.bfloat16 on a GPU; default: the checkpoint's
                         trust_remote_code: bool = False, # only when you trust the checkpoint's code
                         **kwargs): # passed to `LLMJudge`
         "Load a judge with `AutoModelForCausalLM` and `AutoTokenizer` (weights from safetensors only)."
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from ppg_nb.model import model_path
+        name_or_path = model_path(name_or_path)  # a named model (e.g. smollm2-135m-instruct): its converted folder
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
@@ -195,3 +198,28 @@ def tiny_judge_checkpoint(path, # folder to write (created)
                          num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=2, eos_token_id=3)
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     return path
+
+# %% ../nbs/06_judge.ipynb #e8a1a7b4
+def load_judge(spec: str, # "zero-shot:MODEL"
+               batch_size: int = 8, # prompts per forward pass
+               device: str | None = None) -> LLMJudge:
+    "A judge by name: `zero-shot:MODEL` answers YES/NO with the causal LM `MODEL`."
+    kind, _, model = spec.partition(":")
+    if kind != "zero-shot" or not model:
+        raise ValueError(f"unknown judge {spec!r}: give 'zero-shot:MODEL' (MODEL: a hub name, a folder or a named model)")
+    return LLMJudge.from_pretrained(model, device=device, batch_size=batch_size)
+
+
+def judge_agreement(judge: LLMJudge, # the judge to measure
+                    conversations: Sequence[Conversation], # labelled conversations (reward >= 0.5: consistent)
+                    max_lines: int | None = None) -> dict: # the first this many agent lines (None: all)
+    "AUC, accuracy, majority-class accuracy and line count of the judge's prompt-to-line consistency against stored labels."
+    from ppg_nb.evaluate import separation_auc
+    lines = [(c, t) for c in conversations for t in range(len(c.agent_turns))][:max_lines]
+    if not lines: raise ValueError("judge_agreement: no labelled agent lines")
+    prompts = [PROMPT_TO_LINE.format(role=c.role, persona=c.persona, line=c.turns[c.agent_turns[t]][1]) for c, t in lines]
+    consistent = (1 - judge.prob_yes(prompts)).tolist()
+    labels = [c.rewards[t] >= 0.5 for c, t in lines]
+    share = sum(labels) / len(labels)
+    return {"auc": separation_auc(consistent, labels), "accuracy": sum((p >= 0.5) == y for p, y in zip(consistent, labels)) / len(lines),
+            "majority_accuracy": max(share, 1 - share), "n_lines": len(lines), "consistent_share": share}
