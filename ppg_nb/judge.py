@@ -40,12 +40,13 @@ LINE_TO_LINE = (
 def answer_token_ids(tokenizer, # a Hugging Face tokenizer
                      word: str, # the answer word, e.g. "YES"
                     ) -> list[int]:
-    "Ids of the single-token spellings of `word` (`YES`, ` YES`); a `ValueError` if it has none."
+    "Ids of the single-token spellings of `word` in any case, with or without a leading space; a `ValueError` if it has none."
     ids = set()
-    for spelling in (word, " " + word):
+    for spelling in {w for form in (word, word.upper(), word.capitalize(), word.lower()) for w in (form, " " + form)}:
         enc = tokenizer.encode(spelling, add_special_tokens=False)
         if len(enc) == 1 and enc[0] != tokenizer.unk_token_id: ids.add(enc[0])
-    if not ids: raise ValueError(f"the tokenizer has no single token for {word!r} (nor {' ' + word!r}): pass other answer words")
+    if not ids: raise ValueError(f"the tokenizer has no single token for {word!r} in any case, with or without a leading space: "
+                              f"pass other answer words")
     return sorted(ids)
 
 # %% ../nbs/06_judge.ipynb #c4bfdf62

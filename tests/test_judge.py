@@ -1,4 +1,5 @@
 """Tests for ppg_nb.judge: the re-exported rule judge and the LLM judge on a tiny model built in code."""
+from pathlib import Path
 import pytest
 import torch
 
@@ -84,3 +85,20 @@ def test_bad_input(judge, convs):
     with pytest.raises(ValueError, match="prompt_weight must be a number in \\[0, 1\\]"): judge.score(convs, prompt_weight=-1)
     with pytest.raises(ValueError, match="window must be an integer >= 1 or None"): judge.score(convs, window=0)
     with pytest.raises(ValueError, match="not a Conversation"): judge.score([None])
+
+
+SHARED = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"Consistent-LLMs files not found at {SHARED} (not shipped)")
+def test_judge_eval_with_the_real_smollm2_model(tmp_path, cache_env):
+    "`ppg_nb judge eval --judge zero-shot:smollm2-135m-instruct`: the zero-shot baseline against the 70B judge's labels."
+    import json, subprocess, sys
+    out = tmp_path / "agreement.json"
+    cmd = [sys.executable, "-m", "ppg_nb", "judge", "eval", "--judge", "zero-shot:smollm2-135m-instruct",
+           "--data", str(SHARED / "education_sample.json"), "--max-lines", "12", "--output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    assert saved["n_lines"] == 12 and 0 <= saved["auc"] <= 1 and 0.5 <= saved["majority_accuracy"] <= 1
+    assert saved["versions"]["transformers"]
