@@ -18,8 +18,8 @@ from .data import Conversation
 from .personas import score_conversation, judge_turns  # the rule judge lives with the domains it scores
 
 # %% auto #0
-__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'answer_token_ids', 'LLMJudge', 'tiny_judge_checkpoint', 'load_judge',
-           'judge_agreement']
+__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'answer_token_ids', 'answer_words', 'LLMJudge',
+           'tiny_judge_checkpoint', 'load_judge', 'judge_agreement']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -40,14 +40,24 @@ LINE_TO_LINE = (
 def answer_token_ids(tokenizer, # a Hugging Face tokenizer
                      word: str, # the answer word, e.g. "YES"
                     ) -> list[int]:
-    "Ids of the single-token spellings of `word` in any case, with or without a leading space; a `ValueError` if it has none."
+    "Ids of the single-token spellings of `word` (`YES`, ` YES`); a `ValueError` if it has none."
     ids = set()
-    for spelling in {w for form in (word, word.upper(), word.capitalize(), word.lower()) for w in (form, " " + form)}:
+    for spelling in (word, " " + word):
         enc = tokenizer.encode(spelling, add_special_tokens=False)
         if len(enc) == 1 and enc[0] != tokenizer.unk_token_id: ids.add(enc[0])
-    if not ids: raise ValueError(f"the tokenizer has no single token for {word!r} in any case, with or without a leading space: "
-                              f"pass other answer words")
+    if not ids: raise ValueError(f"the tokenizer has no single token for {word!r} (nor {' ' + word!r}): pass other answer words")
     return sorted(ids)
+
+
+ANSWER_WORDS = (("YES", "NO"), ("Yes", "No"), ("yes", "no"))
+
+
+def answer_words(tokenizer) -> tuple[str, str]:
+    "The first pair of `ANSWER_WORDS` that the tokenizer spells as single tokens (SmolLM2 has `Yes`, not `YES`)."
+    for yes, no in ANSWER_WORDS:
+        try: answer_token_ids(tokenizer, yes), answer_token_ids(tokenizer, no); return yes, no
+        except ValueError: continue
+    raise ValueError(f"the tokenizer has no single-token spelling of any of {ANSWER_WORDS}: pass the answer words")
 
 # %% ../nbs/06_judge.ipynb #c4bfdf62
 class LLMJudge:
@@ -57,11 +67,14 @@ class LLMJudge:
                  batch_size: int = 8, # prompts per forward pass
                  max_length: int | None = None, # longer prompts lose their start (the question at the end is kept); None: no cut
                  chat_template: bool | None = None, # wrap prompts as a user turn; None: when the tokenizer has a template
-                 yes: str = "YES", no: str = "NO"): # the answer words
+                 yes: str | None = None, no: str | None = None): # the answer words; None: `answer_words(tokenizer)`
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.model, self.tokenizer, self.batch_size, self.max_length = model.eval(), tokenizer, int(batch_size), max_length
         self.chat_template = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
+        if yes is None or no is None:
+            found = answer_words(tokenizer)
+            yes, no = yes or found[0], no or found[1]
         self.yes_ids, self.no_ids = answer_token_ids(tokenizer, yes), answer_token_ids(tokenizer, no)
         if set(self.yes_ids) & set(self.no_ids): raise ValueError(f"{yes!r} and {no!r} share a token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
