@@ -136,7 +136,7 @@ class TrainConfig:
     schedule: str = _field("constant", "learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' decay to 0")
     max_grad_norm: float | None = _field(1.0, "gradient clipping norm; None: no clipping")
     batch_size: int | None = _field(None, "training sequences per step and process; None: 16 for the embedded model, 4 for "
-                                          "others (a 135M model in float32 needs about 2.5 GB of CPU memory per 550-token sequence)")
+                                          "others (a 135M model in float32 needs gigabytes of CPU memory per sequence of a few hundred tokens)")
     grad_accum: int = _field(1, "micro-batches accumulated per optimiser step")
     epochs: float = _field(1.0, "passes over the logged data (offline), used when max_steps is None")
     max_steps: int | None = _field(None, "optimiser steps; None: from `epochs` (offline) or 30 (online)")
