@@ -128,7 +128,8 @@ def context_ids(tokenizer, # with a chat template
                 conv: Conversation, # the conversation so far (the agent speaks next)
                 rollout: Rollout, # what the model has read and written of it
                 system_role: bool = True, # False: the system text opens the first user message
-                end_ids: set[int] = frozenset()) -> list[int]: # end-of-turn ids (not added again after a line ending with one)
+                end_ids: set[int] = frozenset(), # end-of-turn ids (not added again after a line ending with one)
+                closing: str | None = None) -> list[int]: # `turn_closing(tokenizer, system_role)`, if already at hand
     "The ids the template adds to `rollout` before the agent's next line: its whole prompt first, then what follows its last line."
     messages = to_messages(conv, system_role)
     now = _render(tokenizer, messages, add_generation_prompt=True)
@@ -137,7 +138,7 @@ def context_ids(tokenizer, # with a chat template
     before = _render(tokenizer, messages[:last + 1])
     if not now.startswith(before):
         raise ValueError("the chat template does not render conversations incrementally: token-level rollouts need it")
-    closing = turn_closing(tokenizer, system_role)
+    closing = turn_closing(tokenizer, system_role) if closing is None else closing
     if rollout.input_ids[-1] in end_ids:
         said = tokenizer.decode([rollout.input_ids[-1]])
         if closing.startswith(said): closing = closing[len(said):]
@@ -153,6 +154,7 @@ class TokenAgent:
                  stop: str | None = "\n"): # a line also ends at a token containing this
         self.model, self.tokenizer, self.temperature, self.max_new_tokens = model, tokenizer, temperature, max_new_tokens
         self.system_role = supports_system_role(tokenizer)
+        self.closing = turn_closing(tokenizer, self.system_role)
         self.end_ids, self.stops = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop)
         self.rollouts: list[Rollout] = []
         self.generate_seconds, self.generated_tokens = 0.0, 0  # time in `sample_lines`, tokens it kept
@@ -161,7 +163,7 @@ class TokenAgent:
         "The agent's next line in every conversation (the simulator keeps the list in order from round to round)."
         if not self.rollouts: self.rollouts = [Rollout() for _ in conversations]
         for conv, r in zip(conversations, self.rollouts):
-            r.read(context_ids(self.tokenizer, conv, r, self.system_role, self.end_ids))
+            r.read(context_ids(self.tokenizer, conv, r, self.system_role, self.end_ids, self.closing))
         start = time.perf_counter()
         lines = sample_lines(self.model, self.tokenizer, [r.input_ids for r in self.rollouts], self.temperature,
                              self.max_new_tokens, self.stops)
@@ -237,8 +239,8 @@ def line_logprobs(model, # a causal LM
                   max_length: int = 1024, # longest sequence (longer conversations are windowed as for training)
                   batch_size: int = 8) -> dict[tuple[int, int], float]: # (conversation, agent turn) -> mean log-prob
     "The mean per-token log-prob of every agent line given everything before it, from teacher-forced forward passes."
-    import torch.nn.functional as F
     from ppg_nb.render import collate, encode_conversations
+    from ppg_nb.train import token_logprobs
     examples, _ = encode_conversations(conversations, tokenizer, max_length)
     out, was_training = {}, model.training
     model.eval()
@@ -247,10 +249,8 @@ def line_logprobs(model, # a causal LM
             for start in range(0, len(examples), batch_size):
                 part = examples[start:start + batch_size]
                 batch = collate(part, tokenizer.pad_token_id).to(model.device)
-                mask = batch.turn_of_target >= 0
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-                lp = torch.zeros(mask.shape, device=logits.device)
-                lp[mask] = -F.cross_entropy(logits[mask].float(), batch.input_ids[:, 1:][mask], reduction="none")
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                lp = token_logprobs(logits, batch.input_ids, batch.turn_of_target >= 0)
                 for row, ex in enumerate(part):
                     for t in ex.turns:
                         tokens = batch.turn_of_target[row] == t

@@ -129,10 +129,15 @@ def prob_yes(self: LLMJudge, prompts: Sequence[str], # the prompts, each ending 
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 # %% ../nbs/06_judge.ipynb #d7c38ce8
+def _prompt_to_line(conv: Conversation) -> list[str]:
+    "The prompt-to-line question of every agent turn."
+    return [PROMPT_TO_LINE.format(role=conv.role, persona=conv.persona, line=conv.turns[i][1]) for i in conv.agent_turns]
+
+
 def _prompts(conv: Conversation, window: int | None) -> tuple[list[str], list[str], list[int]]:
     "Prompt-to-line prompts (one per agent turn), line-to-line prompts, and the agent turns these judge (turns with history)."
     lines = [conv.turns[i][1] for i in conv.agent_turns]
-    p2l = [PROMPT_TO_LINE.format(role=conv.role, persona=conv.persona, line=line) for line in lines]
+    p2l = _prompt_to_line(conv)
     l2l, which = [], []
     for k, line in enumerate(lines):
         first = 0 if window is None else max(0, k - window)
@@ -229,11 +234,11 @@ def judge_agreement(judge: LLMJudge, # the judge to measure
                     max_lines: int | None = None) -> dict: # the first this many agent lines (None: all)
     "AUC, accuracy, majority-class accuracy and line count of the judge's prompt-to-line consistency against stored labels."
     from ppg_nb.evaluate import separation_auc
-    lines = [(c, t) for c in conversations for t in range(len(c.agent_turns))][:max_lines]
+    lines = [(c, t, prompt) for c in conversations for t, prompt in enumerate(_prompt_to_line(c))][:max_lines]
     if not lines: raise ValueError("judge_agreement: no labelled agent lines")
-    prompts = [PROMPT_TO_LINE.format(role=c.role, persona=c.persona, line=c.turns[c.agent_turns[t]][1]) for c, t in lines]
+    prompts = [prompt for _, _, prompt in lines]
     consistent = (1 - judge.prob_yes(prompts)).tolist()
-    labels = [c.rewards[t] >= 0.5 for c, t in lines]
+    labels = [c.rewards[t] >= 0.5 for c, t, _ in lines]
     share = sum(labels) / len(labels)
     return {"auc": separation_auc(consistent, labels), "accuracy": sum((p >= 0.5) == y for p, y in zip(consistent, labels)) / len(lines),
             "majority_accuracy": max(share, 1 - share), "n_lines": len(lines), "consistent_share": share}
