@@ -166,7 +166,7 @@ def _print_result(result) -> None:
         print(f"judge-free measure on {ls['n_lines']} labelled lines of {c.eval_data}: AUC {ls['label_auc']:.3f} (0.5: training "
               f"did not separate them); log-prob change {ls['change_consistent']:+.3f} on consistent lines, "
               f"{ls['change_inconsistent']:+.3f} on inconsistent ones")
-    print(f"{result.steps} steps, {result.tokens_per_s:.0f} tokens/s, {result.seconds:.0f} s; wrote {result.output}/result.json")
+    print(f"{result.steps} steps, {result.tokens_per_s:.0f} tokens/s, {result.seconds:.0f} s, peak memory {result.peak_memory_mb / 1024:.1f} GiB; wrote {result.output}/result.json")
 
 
 @subcommand("train", "fine-tune with partial policy gradients and report persona consistency before and after")(_add_train_arguments)
@@ -180,22 +180,48 @@ def run_train(args) -> int:
 
 # %% ../nbs/11_cli.ipynb #7d155bbb
 def _add_judge_arguments(parser):
-    parser.add_argument("action", choices=["eval"], help="eval: measure a judge against the stored labels")
-    parser.add_argument("--judge", required=True, help="zero-shot:MODEL (MODEL: a hub name, a folder, or a named model such as "
-                                                       "smollm2-135m-instruct)")
-    parser.add_argument("--data", nargs="+", required=True, metavar="FILE_OR_DIR", help="Consistent-LLMs files or folders")
-    parser.add_argument("--output", type=Path, required=True, help="the JSON file to write")
-    parser.add_argument("--max-lines", type=int, default=None, help="the first this many labelled lines (default: all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    parser.add_argument("action", choices=["train", "eval"], help="train: fit a judge on the stored labels; eval: measure a judge "
+                                                                 "against them")
+    parser.add_argument("--judge", help="eval: 'zero-shot:MODEL' (MODEL: a hub name, a folder, or a named model such as "
+                                        "smollm2-135m-instruct), a folder written by 'judge train', or 'rule'")
+    parser.add_argument("--data", nargs="+", required=True, metavar="FILE_OR_DIR", help="Consistent-LLMs files or folders, or JSONL files")
+    parser.add_argument("--output", type=Path, required=True, help="eval: the JSON file to write; train: the judge folder to create")
+    parser.add_argument("--max-lines", type=int, default=None, help="eval: the first this many labelled lines (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="lines per forward pass or training step (default 8)")
+    parser.add_argument("--base-model", default="smollm2-135m-instruct", help="train: the backbone (default smollm2-135m-instruct)")
+    parser.add_argument("--hold-out", type=float, default=0.0, help="train: share of the personas held out (written to "
+                                                                     "OUTPUT/held_out.jsonl for 'judge eval'; default 0)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="train: passes over the class-balanced lines (default 1)")
+    parser.add_argument("--lr", type=float, default=2e-4, help="train: peak learning rate (default 2e-4)")
+    parser.add_argument("--bf16", action="store_true", help="train: bf16 autocast")
+    parser.add_argument("--seed", type=int, default=0, help="train: seed of the split, initialisation and order (default 0)")
 
 
-@subcommand("judge", "measure a judge's agreement with the labels stored in Consistent-LLMs files")(_add_judge_arguments)
+def _judge_data(args) -> list:
+    "Every conversation of `--data`, loaded and checked before any model."
+    from ppg_nb.train import TrainConfig, load_data
+    return [c for path in args.data for c in load_data(TrainConfig(), str(path))[0]]
+
+
+@subcommand("judge", "train a judge on the labels stored in Consistent-LLMs files, or measure a judge's agreement with them")(_add_judge_arguments)
 def run_judge(args) -> int:
     import json
+    from ppg_nb.data import save_conversations, split_by_persona
     from ppg_nb.experiments import versions
-    from ppg_nb.judge import judge_agreement, load_judge
-    from ppg_nb.train import TrainConfig, load_data
-    conversations = [c for path in args.data for c in load_data(TrainConfig(), str(path))[0]]  # checked before any model
+    from ppg_nb.judge import judge_agreement, load_judge, train_judge
+    if args.action == "eval" and not args.judge: raise SystemExit("judge eval: give --judge")
+    conversations = _judge_data(args)
+    if args.action == "train":
+        held_out = []
+        if args.hold_out: conversations, held_out = split_by_persona(conversations, args.hold_out, args.seed)
+        judge = train_judge(conversations, args.output, base_model=args.base_model, epochs=args.epochs, lr=args.lr,
+                            batch_size=args.batch_size, bf16=args.bf16, seed=args.seed, sources=[str(p) for p in args.data])
+        if held_out: save_conversations(held_out, args.output / "held_out.jsonl")
+        fit = judge_agreement(judge, conversations)
+        print(f"trained a judge on {judge.meta['n_lines']} labelled lines ({judge.meta['n_examples']} after balancing); "
+              f"AUC on its own training lines {fit['auc']:.3f}; wrote {args.output}"
+              + (f" and {len(held_out)} held-out conversations to {args.output / 'held_out.jsonl'}" if held_out else ""))
+        return 0
     judge = load_judge(args.judge, batch_size=args.batch_size)
     result = {"judge": args.judge, "data": [str(p) for p in args.data], **judge_agreement(judge, conversations, args.max_lines),
               "versions": versions()}

@@ -16,7 +16,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['Conversation', 'conversation_text', 'conversation_to_dict', 'conversation_from_dict', 'save_conversations',
            'load_conversations', 'to_hf_dataset', 'with_prefix_scores', 'Problem', 'ConversationSet',
-           'load_consistent_llms']
+           'load_consistent_llms', 'split_by_persona']
 
 # %% ../nbs/04_data.ipynb #ed85fcac
 def _where(where: str) -> str: return f"{where}: " if where else ""
@@ -377,3 +377,17 @@ def load_consistent_llms(path, # a `.json` file, a folder of them, or a list of 
     out = ConversationSet()
     for f in files: _load_file(f, strict, out)
     return out
+
+# %% ../nbs/04_data.ipynb #57bb175a
+def split_by_persona(conversations, # `Conversation`s
+                     held_out: float, # share of the distinct personas held out, in (0, 1)
+                     seed: int = 0) -> tuple[list, list]: # (kept, held out), each in the input order
+    "Split conversations so that no persona is on both sides: a seeded `held_out` share of the distinct personas is held out."
+    import random
+    convs = list(conversations)
+    if not (isinstance(held_out, numbers.Real) and 0 < held_out < 1): raise ValueError(f"held_out must be in (0, 1), got {held_out!r}")
+    personas = sorted({c.persona for c in convs})
+    if len(personas) < 2: raise ValueError(f"split_by_persona needs at least 2 distinct personas, got {len(personas)}")
+    random.Random(seed).shuffle(personas)
+    out = set(personas[:min(len(personas) - 1, max(1, round(held_out * len(personas))))])
+    return [c for c in convs if c.persona not in out], [c for c in convs if c.persona in out]

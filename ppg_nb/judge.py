@@ -18,8 +18,9 @@ from .data import Conversation
 from .personas import score_conversation, judge_turns  # the rule judge lives with the domains it scores
 
 # %% auto #0
-__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'answer_token_ids', 'answer_words', 'LLMJudge',
-           'tiny_judge_checkpoint', 'load_judge', 'judge_agreement']
+__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'answer_token_ids', 'answer_words',
+           'LLMJudge', 'tiny_judge_checkpoint', 'judge_agreement', 'classifier_input', 'ClassifierJudge',
+           'judge_examples', 'train_judge', 'RuleJudge', 'load_judge']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -152,9 +153,7 @@ def judge(self: LLMJudge, conversations: Sequence[Conversation], # conversations
            window: int | None = None, # line-to-line: compare with the last `window` agent lines (None: all earlier)
           ) -> list[dict]:
     "Per conversation: `prompt` and `line` consistency (P(NO)) of every agent turn; a turn with no earlier line gets line 1."
-    convs = list(conversations)
-    for j, c in enumerate(convs):
-        if not isinstance(c, Conversation): raise ValueError(f"conversations[{j}] is a {type(c).__name__}, not a Conversation")
+    convs = _check_conversations(conversations)
     if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1):
         raise ValueError(f"window must be an integer >= 1 or None, got {window!r}")
     parts = [_prompts(c, window) for c in convs]
@@ -190,6 +189,25 @@ def score_into(self: LLMJudge, conversations: Sequence[Conversation], # conversa
     return [replace(c, rewards=r, meta={**c.meta, "llm_judge": {"prompt_weight": prompt_weight, "window": window}})
             for c, r in zip(conversations, self.score(conversations, prompt_weight, window))]
 
+# %% ../nbs/06_judge.ipynb #e597d876
+def _check_conversations(conversations) -> list[Conversation]:
+    "The conversations as a list; a `ValueError` naming the first that is not a `Conversation`."
+    convs = list(conversations)
+    for j, c in enumerate(convs):
+        if not isinstance(c, Conversation): raise ValueError(f"conversations[{j}] is a {type(c).__name__}, not a Conversation")
+    return convs
+
+
+@patch
+def line_consistency(self: LLMJudge, conversations: Sequence[Conversation], # conversations to judge
+                    ) -> list[list[float]]:
+    "Prompt-to-line consistency, P(NO), of every agent line of each conversation (what `judge_agreement` measures)."
+    convs = _check_conversations(conversations)
+    p = (1 - self.prob_yes([q for c in convs for q in _prompt_to_line(c)])).tolist()
+    out, at = [], 0
+    for c in convs: out.append(p[at:at + len(c.agent_turns)]); at += len(c.agent_turns)
+    return out
+
 # %% ../nbs/06_judge.ipynb #1ff646b2
 def tiny_judge_checkpoint(path, # folder to write (created)
                           words: Sequence[str] = (), # extra vocabulary words (the prompts' words are always in)
@@ -219,26 +237,190 @@ def tiny_judge_checkpoint(path, # folder to write (created)
     return path
 
 # %% ../nbs/06_judge.ipynb #e8a1a7b4
-def load_judge(spec: str, # "zero-shot:MODEL"
-               batch_size: int = 8, # prompts per forward pass
-               device: str | None = None) -> LLMJudge:
-    "A judge by name: `zero-shot:MODEL` answers YES/NO with the causal LM `MODEL`."
-    kind, _, model = spec.partition(":")
-    if kind != "zero-shot" or not model:
-        raise ValueError(f"unknown judge {spec!r}: give 'zero-shot:MODEL' (MODEL: a hub name, a folder or a named model)")
-    return LLMJudge.from_pretrained(model, device=device, batch_size=batch_size)
-
-
-def judge_agreement(judge: LLMJudge, # the judge to measure
+def judge_agreement(judge, # an `LLMJudge`, `ClassifierJudge` or `RuleJudge` (anything with `line_consistency`)
                     conversations: Sequence[Conversation], # labelled conversations (reward >= 0.5: consistent)
                     max_lines: int | None = None) -> dict: # the first this many agent lines (None: all)
-    "AUC, accuracy, majority-class accuracy and line count of the judge's prompt-to-line consistency against stored labels."
+    "AUC, accuracy, majority-class accuracy and line count of the judge's per-line consistency against stored labels."
     from ppg_nb.evaluate import separation_auc
-    lines = [(c, t, prompt) for c in conversations for t, prompt in enumerate(_prompt_to_line(c))][:max_lines]
-    if not lines: raise ValueError("judge_agreement: no labelled agent lines")
-    prompts = [prompt for _, _, prompt in lines]
-    consistent = (1 - judge.prob_yes(prompts)).tolist()
-    labels = [c.rewards[t] >= 0.5 for c, t, _ in lines]
+    convs, n = [], 0
+    for c in _check_conversations(conversations):
+        if max_lines is not None and n >= max_lines: break
+        convs.append(c); n += len(c.agent_turns)
+    consistent = [p for ps in judge.line_consistency(convs) for p in ps][:max_lines]
+    labels = [r >= 0.5 for c in convs for r in c.rewards][:max_lines]
+    if not labels: raise ValueError("judge_agreement: no labelled agent lines")
     share = sum(labels) / len(labels)
-    return {"auc": separation_auc(consistent, labels), "accuracy": sum((p >= 0.5) == y for p, y in zip(consistent, labels)) / len(lines),
-            "majority_accuracy": max(share, 1 - share), "n_lines": len(lines), "consistent_share": share}
+    return {"auc": separation_auc(consistent, labels), "accuracy": sum((p >= 0.5) == y for p, y in zip(consistent, labels)) / len(labels),
+            "majority_accuracy": max(share, 1 - share), "n_lines": len(labels), "consistent_share": share}
+
+# %% ../nbs/06_judge.ipynb #09dee3ae
+CLASSIFIER_INPUT = ("Persona of {role}:\n{persona}\n\n{context}Line spoken by {role}:\n{line}\n\n"
+                    "Is this line consistent with the persona?")
+JUDGE_FILE = "judge.json"  # marks a folder written by `train_judge`
+
+
+def classifier_input(conv: Conversation, k: int) -> str:
+    "The classifier's input for agent turn `k` of `conv`: persona, the line before it (if any) and the line."
+    i = conv.agent_turns[k]
+    context = f"Line before it:\n{conv.turns[i - 1][0]}: {conv.turns[i - 1][1]}\n\n" if i > 0 else ""
+    return CLASSIFIER_INPUT.format(role=conv.role, persona=conv.persona, context=context, line=conv.turns[i][1])
+
+
+class ClassifierJudge:
+    "P(consistent) of each agent line from a sequence classifier: a causal LM backbone with LoRA and a two-class head."
+    def __init__(self, model, # a peft-wrapped `AutoModelForSequenceClassification` (eval mode is set here)
+                 tokenizer, # its tokenizer (truncates from the left: the persona's start goes first)
+                 batch_size: int = 8, # lines per forward pass
+                 max_length: int = 384, # longest input in tokens
+                 meta: dict | None = None): # what `judge.json` holds (base model, training data, settings)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.model, self.tokenizer, self.batch_size, self.max_length = model.eval(), tokenizer, int(batch_size), max_length
+        self.tokenizer.truncation_side = "left"
+        self.meta = meta or {}
+
+    @classmethod
+    def load(cls, path, # a folder written by `train_judge`
+             device: str | None = None, # default: "cuda" when available, else "cpu"
+             batch_size: int = 8):
+        "Load a trained judge: its base model (safetensors only), the LoRA adapter and head, the tokenizer."
+        from pathlib import Path
+        path = Path(path)
+        if not (path / JUDGE_FILE).is_file():
+            what = "is not a folder" if not path.is_dir() else f"has no {JUDGE_FILE}"
+            raise ValueError(f"judge {str(path)!r} {what}: give a folder written by `ppg_nb judge train` or 'zero-shot:MODEL'")
+        import json
+        meta = json.loads((path / JUDGE_FILE).read_text())
+        model, tok = _classifier_backbone(meta["base_model"], device)
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(path))
+        return cls(model, tok, batch_size, meta["max_length"], meta)
+
+    @torch.no_grad()
+    def prob_consistent(self, texts: Sequence[str]) -> torch.Tensor:
+        "P(consistent) of each input text (float64, on the CPU), in batches of `batch_size`."
+        device, out = next(self.model.parameters()).device, []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(list(texts[start:start + self.batch_size]), truncation=True, max_length=self.max_length,
+                                 padding=True, return_tensors="pt").to(device)
+            out.append(self.model(**enc).logits.double().softmax(-1)[:, 1].cpu())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def line_consistency(self, conversations: Sequence[Conversation]) -> list[list[float]]:
+        "P(consistent) of every agent line of each conversation."
+        convs = _check_conversations(conversations)
+        p = self.prob_consistent([classifier_input(c, k) for c in convs for k in range(len(c.agent_turns))]).tolist()
+        out, at = [], 0
+        for c in convs: out.append(p[at:at + len(c.agent_turns)]); at += len(c.agent_turns)
+        return out
+
+    def score(self, conversations: Sequence[Conversation]) -> list[list[float]]:
+        "One reward in [0, 1] per agent turn: P(consistent)."
+        return self.line_consistency(conversations)
+
+    def score_into(self, conversations: Sequence[Conversation]) -> list[Conversation]:
+        "Copies of the conversations with `rewards` from `score` (and the judge's folder in `meta['judge_model']`)."
+        return [replace(c, rewards=r, meta={**c.meta, "judge_model": self.meta.get("path")})
+                for c, r in zip(conversations, self.score(conversations))]
+
+
+def _classifier_backbone(base_model: str, device: str | None):
+    "The base model as a two-class sequence classifier (a fresh head) and its tokenizer, padding with its pad (or eos) token."
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from ppg_nb.model import model_path
+    path = model_path(base_model)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None: tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, use_safetensors=True,
+                                                               pad_token_id=tok.pad_token_id)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device), tok
+
+# %% ../nbs/06_judge.ipynb #5ba66f46
+def judge_examples(conversations: Sequence[Conversation], # labelled conversations (reward >= 0.5: consistent)
+                   balance: bool = True, # repeat lines of the rarer class until both classes are equally frequent
+                   seed: int = 0) -> list[tuple[str, int]]:
+    "(classifier input, label) of every labelled agent line, in a seeded random order."
+    import random
+    pairs = [(classifier_input(c, k), int(r >= 0.5)) for c in _check_conversations(conversations) for k, r in enumerate(c.rewards)]
+    if not pairs: raise ValueError("judge_examples: no labelled agent lines")
+    rng = random.Random(seed)
+    if balance:
+        by = [[p for p in pairs if p[1] == y] for y in (0, 1)]
+        if by[0] and by[1]:
+            small, big = sorted(by, key=len)
+            pairs = big + small + [rng.choice(small) for _ in range(len(big) - len(small))]
+    rng.shuffle(pairs)
+    return pairs
+
+
+def train_judge(conversations: Sequence[Conversation], # labelled conversations to learn from
+                output, # the judge folder to write (adapter and head in safetensors, tokenizer, judge.json)
+                base_model: str = "smollm2-135m-instruct", # backbone: a hub name, folder or named model
+                epochs: float = 1.0, # passes over the (balanced) lines
+                lr: float = 2e-4, # AdamW peak learning rate (linear decay)
+                batch_size: int = 8, # lines per step
+                max_length: int = 384, # longest input in tokens (the persona's start is cut first)
+                lora_r: int = 16, lora_alpha: float = 32.0, # LoRA rank and scale
+                bf16: bool = False, # bf16 autocast (faster on CPUs with bf16 support and on GPUs)
+                seed: int = 0, # LoRA and head initialisation, line order
+                progress: bool = True,
+                sources: Sequence[str] = (), # where the conversations came from, recorded in judge.json
+               ) -> ClassifierJudge:
+    "Fine-tune a LoRA sequence classifier on the labelled agent lines with the `transformers` `Trainer`; save and return it."
+    import json, tempfile
+    from pathlib import Path
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from ppg_nb.model import lora_targets
+    output = Path(output)
+    if output.exists() and any(output.iterdir()):
+        raise ValueError(f"judge output {str(output)!r} is not empty: choose a new folder")
+    pairs = judge_examples(conversations, seed=seed)                     # refuses data without labelled lines
+    set_seed(seed)
+    model, tok = _classifier_backbone(base_model, "cpu" if not torch.cuda.is_available() else None)
+    tok.truncation_side = "left"
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha,
+                                             target_modules=lora_targets(model)))
+    data = [{**tok(text, truncation=True, max_length=max_length), "label": y} for text, y in pairs]
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=lr, per_device_train_batch_size=batch_size,
+                                 lr_scheduler_type="linear", warmup_steps=0, bf16=bf16, use_cpu=not torch.cuda.is_available(),
+                                 seed=seed, data_seed=seed, save_strategy="no", report_to="none", logging_steps=10,
+                                 disable_tqdm=not progress, dataloader_num_workers=0)
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tok), processing_class=tok)
+        trainer.train()
+        losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output, safe_serialization=True)
+    tok.save_pretrained(output)
+    meta = dict(kind="classifier", base_model=base_model, max_length=max_length, epochs=epochs, lr=lr, batch_size=batch_size,
+                lora_r=lora_r, lora_alpha=lora_alpha, bf16=bf16, seed=seed, n_examples=len(pairs),
+                n_lines=sum(len(c.rewards) for c in conversations), sources=list(sources), losses=losses, path=str(output))
+    (output / JUDGE_FILE).write_text(json.dumps(meta, indent=1))
+    return ClassifierJudge(model, tok, max_length=max_length, meta=meta)
+
+# %% ../nbs/06_judge.ipynb #accc6063
+class RuleJudge:
+    "The synthetic domains' rule judge (`score_conversation`) behind the same calls as the model judges."
+    def line_consistency(self, conversations: Sequence[Conversation]) -> list[list[float]]:
+        "The rule judge's reward of every agent turn (conversations in the claim language)."
+        return [score_conversation(c) for c in _check_conversations(conversations)]
+    score = line_consistency
+
+    def score_into(self, conversations: Sequence[Conversation]) -> list[Conversation]:
+        "Copies of the conversations with the rule judge's rewards."
+        return [replace(c, rewards=r) for c, r in zip(conversations, self.score(conversations))]
+
+
+def load_judge(spec: str, # "rule", "zero-shot:MODEL" or a folder written by `train_judge`
+               batch_size: int = 8, # inputs per forward pass
+               device: str | None = None):
+    "A judge by name: `rule` (synthetic domains), `zero-shot:MODEL` (a causal LM answering YES/NO), or a trained judge's folder."
+    from pathlib import Path
+    if spec == "rule": return RuleJudge()
+    kind, _, model = spec.partition(":")
+    if kind == "zero-shot" and model: return LLMJudge.from_pretrained(model, device=device, batch_size=batch_size)
+    if Path(spec).exists(): return ClassifierJudge.load(spec, device=device, batch_size=batch_size)  # refuses a non-judge folder
+    raise ValueError(f"unknown judge {spec!r}: give 'rule', 'zero-shot:MODEL' (MODEL: a hub name, a folder or a named model) "
+                     f"or a folder written by `ppg_nb judge train`")

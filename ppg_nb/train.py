@@ -34,7 +34,8 @@ from .render import (Advantages, Batch, EncodeStats, check_conversations, collat
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
            'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler',
            'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
-           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'train']
+           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'peak_memory_mb',
+           'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
 def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
@@ -99,6 +100,7 @@ class TrainConfig:
     lora_dropout: float = _field(0.0, "dropout on the LoRA input (0.05 for 8B models)")
     lora_targets: list[str] | None = _field(None, "module names to adapt; None: the architecture's default (ppg_nb.model.LORA_TARGETS)")
     gradient_checkpointing: bool = _field(False, "recompute activations in backward (long sequences on GPU)")
+    mixed_precision: str = _field("no", "'no' (float32), 'bf16' or 'fp16': autocast through accelerate (bf16 speeds up LoRA steps on CPUs with bf16 support; online rollouts' log-probs then carry bf16 rounding)")
     attn_implementation: str | None = _field(None, "e.g. 'sdpa' or 'flash_attention_2'; None: transformers' choice")
     # --- data ---
     domain: str = _field("education", "synthetic domain of ppg_nb.personas: logged data (if `data` is None) and evaluation")
@@ -217,6 +219,7 @@ def validate(c: TrainConfig) -> TrainConfig:
     need(c.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {c.normalize!r}")
     from ppg_nb.render import BASELINES
     need(c.baseline in BASELINES, f"baseline must be one of {BASELINES}, got {c.baseline!r}")
+    need(c.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be 'no', 'bf16' or 'fp16', got {c.mixed_precision!r}")
     need(c.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {c.schedule!r}")
     for name in ("lora_r", "n_turns", "batch_size", "grad_accum", "ppo_epochs", "online_batch", "max_new_tokens", "log_every",
                  "keep_checkpoints", "n_conversations", "base_conversations", "base_steps"): integer(name, 1)
@@ -409,10 +412,11 @@ class TrainResult:
     seconds: float = 0.0 # wall time of this call
     tokens_per_s: float = 0.0 # training tokens per second (all processes), loop only
     base_model: str = "" # the base model's name or directory
+    peak_memory_mb: float = 0.0 # peak memory: the process's resident set on CPU, allocated GPU memory on CUDA (`peak_memory_mb`)
     label_shift: dict | None = None # with `eval_data`: the judge-free measure (`label_auc`, `n_lines`, ...; `ppg_nb.evaluate.label_shift`)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("pc_before", "pc_after", "steps", "seconds", "tokens_per_s", "base_model",
+        d = {k: getattr(self, k) for k in ("pc_before", "pc_after", "steps", "seconds", "tokens_per_s", "peak_memory_mb", "base_model",
                                            "pc_by_turn_before", "pc_by_turn_after", "encode_stats", "label_shift")}
         return {"pc_before": d.pop("pc_before"), "pc_after": d.pop("pc_after"), "policy": self.config.policy,
                 "K": self.config.policy_params.get("K"), "policy_params": self.config.policy_params,
@@ -601,7 +605,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
     project = ProjectConfiguration(str(out), automatic_checkpoint_naming=True, total_limit=config.keep_checkpoints)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), project_config=project)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), project_config=project, mixed_precision=config.mixed_precision)
     world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu" and world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     offline = conversations is not None
@@ -723,12 +727,20 @@ def _evaluate_into(run: _Run, when: str) -> None:
     run.accelerator.wait_for_everyone()
 
 
+def peak_memory_mb(device) -> float:
+    "Peak memory of this process so far in MiB: CUDA's peak allocation on a GPU, the peak resident set size on CPU."
+    if torch.device(device).type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def _finish(run: _Run, seconds: float) -> TrainResult:
     "Checkpoint, save the adapter (safetensors) and `result.json`; the `TrainResult`."
     _checkpoint(run)
     state, before, after = run.state, run.state["evals"].get("before", {}), run.state["evals"].get("after", {})
     result = TrainResult(run.out, run.config, state["history"], steps=state["step"], seconds=seconds,
                          tokens_per_s=run.loop_tokens / run.loop_time if run.loop_time else 0.0, base_model=run.base,
+                         peak_memory_mb=peak_memory_mb(run.accelerator.device),
                          encode_stats=asdict(run.stats), pc_before=before.get("eval/pc"), pc_after=after.get("eval/pc"),
                          pc_by_turn_before=before.get("eval/pc_by_turn"), pc_by_turn_after=after.get("eval/pc_by_turn"),
                          label_shift={k[5:]: v for k, v in after.items() if k.startswith("eval/") and k != "eval/line_logprobs"
@@ -746,7 +758,7 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
           **overrides) -> TrainResult: # `TrainConfig` fields replacing those of `config`
     "Fine-tune a causal LM with partial policy gradients (offline or online), evaluate PC before and after, save the adapter."
     started = time.time()
-    config = dataclasses.replace(config or TrainConfig(), **overrides)  # validated again
+    config = TrainConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)  # validated again
     out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
     conversations = load_data(config)[0] if config.resolved_mode == "offline" else None  # (the data too)
     held_out = load_data(config, config.eval_data)[0] if config.eval_data else None

@@ -102,3 +102,27 @@ def test_judge_eval_with_the_real_smollm2_model(tmp_path, cache_env):
     saved = json.loads(out.read_text())
     assert saved["n_lines"] == 12 and 0 <= saved["auc"] <= 1 and 0.5 <= saved["majority_accuracy"] <= 1
     assert saved["versions"]["transformers"]
+
+
+def test_judge_train_then_eval_through_the_cli(tmp_path, checkpoint):
+    "`ppg_nb judge train` on a tiny backbone writes a judge folder and the held-out personas; `judge eval` reads both."
+    import json, subprocess, sys
+    from ppg_nb.data import save_conversations
+    from ppg_nb.personas import make_dataset
+    data = save_conversations(make_dataset("education", 12, 4, seed=5), tmp_path / "labelled.jsonl")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ppg_nb", "judge", *a], capture_output=True, text=True, timeout=600)
+    done = run("train", "--base-model", str(checkpoint), "--data", str(data), "--output", str(tmp_path / "judge"),
+               "--hold-out", "0.25", "--epochs", "1", "--batch-size", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((tmp_path / "judge" / "judge.json").read_text())
+    assert meta["base_model"] == str(checkpoint) and meta["kind"] == "classifier" and meta["sources"] == [str(data)]
+    assert (tmp_path / "judge" / "adapter_model.safetensors").exists() and not list((tmp_path / "judge").glob("*.bin"))
+    held = tmp_path / "judge" / "held_out.jsonl"
+    done = run("eval", "--judge", str(tmp_path / "judge"), "--data", str(held), "--output", str(tmp_path / "agree.json"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    agree = json.loads((tmp_path / "agree.json").read_text())
+    assert agree["n_lines"] == 4 * len(held.read_text().splitlines()) and agree["judge"] == str(tmp_path / "judge")
+    assert agree["accuracy"] >= 0 and agree["majority_accuracy"] >= 0.5
+    bad = run("eval", "--judge", str(checkpoint), "--data", str(held), "--output", str(tmp_path / "x.json"))
+    assert bad.returncode != 0 and f"judge {str(checkpoint)!r} has no judge.json" in bad.stderr
+    assert not (tmp_path / "x.json").exists()
