@@ -18,7 +18,8 @@ from .decompose import decompose_rewards
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main', 'field_type',
-           'train_config_from_args', 'run_train', 'run_judge', 'experiments_command', 'run_experiments_cli']
+           'train_config_from_args', 'run_train', 'run_judge', 'run_real_cli', 'experiments_command',
+           'run_experiments_cli']
 
 # %% ../nbs/11_cli.ipynb #23866e8c
 def credit_demo(n: int = 6, # number of steps
@@ -229,6 +230,29 @@ def run_judge(args) -> int:
     args.output.write_text(json.dumps(result, indent=1))
     print(f"{args.judge} on {result['n_lines']} labelled lines: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} "
           f"(majority class {result['majority_accuracy']:.3f}); wrote {args.output}")
+    return 0
+
+# %% ../nbs/11_cli.ipynb #2270512a
+def _add_real_arguments(parser):
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="quick mode: the shared sample files, two methods, one seed, two steps (minutes; what CI runs)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="full mode: a whole education file, greedy, K=2, K=3 and full, three seeds (ppg_nb.real.REAL_FULL)")
+    parser.set_defaults(mode="quick")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the folder of Consistent-LLMs files (not shipped: e.g. "
+                                                                      "shared/data/consistent_llms for --quick, its full/ for --full)")
+    parser.add_argument("--output", type=Path, required=True, help="results folder; rerun the same command on it to resume")
+
+
+@subcommand("real", "offline PPG on a real LLM (SmolLM2) and real persona dialogues: every credit set, the judge-free measure")(_add_real_arguments)
+def run_real_cli(args) -> int:
+    import shlex
+    from ppg_nb.real import REAL_FULL, REAL_QUICK, run_real
+    spec = REAL_FULL if args.mode == "full" else REAL_QUICK
+    command = shlex.join(["ppg_nb", "real", f"--{args.mode}", "--data-dir", str(args.data_dir), "--output", str(args.output)])
+    run_real(spec, args.data_dir, args.output, command=command)
+    print(f"wrote {args.output / 'real.csv'}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #013fc594
