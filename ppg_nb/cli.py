@@ -243,16 +243,25 @@ def _add_real_arguments(parser):
     parser.add_argument("--data-dir", type=Path, required=True, help="the folder of Consistent-LLMs files (not shipped: e.g. "
                                                                       "shared/data/consistent_llms for --quick, its full/ for --full)")
     parser.add_argument("--output", type=Path, required=True, help="results folder; rerun the same command on it to resume")
+    parser.add_argument("--pc-judge", help="then the judged PC of the base model and every run (pc.csv): 'zero-shot:MODEL' or a "
+                                           "folder written by 'ppg_nb judge train'")
+    parser.add_argument("--pc-conversations", type=int, default=12, help="held-out conversations replayed for the PC (default 12)")
 
 
 @subcommand("real", "offline PPG on a real LLM (SmolLM2) and real persona dialogues: every credit set, the judge-free measure")(_add_real_arguments)
 def run_real_cli(args) -> int:
     import shlex
-    from ppg_nb.real import REAL_FULL, REAL_QUICK, run_real
+    from ppg_nb.real import REAL_FULL, REAL_QUICK, run_real, run_real_pc
     spec = REAL_FULL if args.mode == "full" else REAL_QUICK
-    command = shlex.join(["ppg_nb", "real", f"--{args.mode}", "--data-dir", str(args.data_dir), "--output", str(args.output)])
-    run_real(spec, args.data_dir, args.output, command=command)
+    parts = ["ppg_nb", "real", f"--{args.mode}", "--data-dir", str(args.data_dir), "--output", str(args.output)]
+    if args.pc_judge: parts += ["--pc-judge", args.pc_judge, "--pc-conversations", str(args.pc_conversations)]
+    if args.pc_judge and not (args.pc_judge.startswith("zero-shot:") or (Path(args.pc_judge) / "judge.json").is_file()):
+        raise SystemExit(f"ppg_nb real: --pc-judge {args.pc_judge!r} is neither 'zero-shot:MODEL' nor a folder written by 'ppg_nb judge train'")
+    run_real(spec, args.data_dir, args.output, command=shlex.join(parts))
     print(f"wrote {args.output / 'real.csv'}")
+    if args.pc_judge:
+        run_real_pc(spec, args.output, args.pc_judge, args.pc_conversations, command=shlex.join(parts))
+        print(f"wrote {args.output / 'pc.csv'}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #013fc594

@@ -16,8 +16,8 @@ from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
 __all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'Rollout', 'turn_closing',
-           'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency', 'evaluate', 'line_logprobs',
-           'separation_auc', 'label_shift']
+           'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency', 'evaluate', 'replay_logged',
+           'judged_pc', 'line_logprobs', 'separation_auc', 'label_shift']
 
 # %% ../nbs/09_evaluate.ipynb #8881967b
 SMALL_MODEL = 50_000_000  # parameters: below this, CPU generation runs on one thread
@@ -231,6 +231,58 @@ def evaluate(model, # a causal LM
         conversations += rollout(model, tokenizer, domain, personas[start:start + batch_size], n_turns, seed + start,
                                  temperature, max_new_tokens)[0]
     return persona_consistency(conversations)
+
+# %% ../nbs/09_evaluate.ipynb #e931cc2c
+def replay_logged(model, # a causal LM
+                  tokenizer, # its tokenizer, with a chat template
+                  logged: list[Conversation], # logged conversations: their partner lines are kept as they were
+                  temperature: float = 1.0, # sampling temperature (0: greedy)
+                  max_new_tokens: int = 48, # longest agent line
+                  seed: int = 0, # seeds the sampling
+                  batch_size: int = 16, # conversations sampled together
+                  stop: str | None = "\n",
+                 ) -> tuple[list[Conversation], list[Example]]: # unscored conversations (agent lines the model's), sampled tokens
+    "The model writes every agent line of logged conversations, token in token out; the partner's logged lines stay in place."
+    from ppg_nb.personas import derive_seed
+    for j, c in enumerate(logged):
+        if not isinstance(c, Conversation): raise ValueError(f"logged[{j}] is a {type(c).__name__}, not a Conversation")
+        if not c.agent_turns or c.agent_turns[0] == 0:
+            raise ValueError(f"logged[{j}]: replay needs a partner line before the agent's first line")
+    system_role = supports_system_role(tokenizer)
+    closing = turn_closing(tokenizer, system_role)
+    end_ids, stops = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop)
+    was_training, out, examples = model.training, [], []
+    model.eval()
+    try:
+        for start in range(0, len(logged), batch_size):
+            part = logged[start:start + batch_size]
+            rollouts, written = [Rollout() for _ in part], [[] for _ in part]
+            for k in range(max(len(c.agent_turns) for c in part)):
+                active = [j for j, c in enumerate(part) if len(c.agent_turns) > k]
+                for j in active:
+                    c = part[j]
+                    turns = [(s, written[j][c.agent_turns.index(i)] if i in c.agent_turns[:k] else t) for i, (s, t) in enumerate(c.turns[:c.agent_turns[k]])]
+                    so_far = Conversation(c.persona, c.scenario, c.role, turns, c.agent_turns[:k])
+                    rollouts[j].read(context_ids(tokenizer, so_far, rollouts[j], system_role, end_ids, closing))
+                torch.manual_seed(derive_seed(seed, start, k))
+                for j, (ids, logprobs) in zip(active, sample_lines(model, tokenizer, [rollouts[j].input_ids for j in active],
+                                                                   temperature, max_new_tokens, stops)):
+                    rollouts[j].write(ids, logprobs)
+                    written[j].append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+            examples += [r.example(start + j) for j, r in enumerate(rollouts)]
+            for c, lines in zip(part, written):
+                turns = [(s, lines[c.agent_turns.index(i)] if i in c.agent_turns else t) for i, (s, t) in enumerate(c.turns)]
+                out.append(Conversation(c.persona, c.scenario, c.role, turns, list(c.agent_turns), meta={**c.meta, "replayed": True}))
+    finally: model.train(was_training)
+    return out, examples
+
+
+def judged_pc(model, tokenizer, # a causal LM and its tokenizer
+              logged: list[Conversation], # held-out logged conversations (their partner lines are the context)
+              judge, # any judge of `ppg_nb.judge.load_judge` (`score_into`)
+              **replay) -> Evaluation: # `replay_logged` arguments (temperature, seed, ...)
+    "PC of the model's own agent lines in logged conversations, scored by `judge`."
+    return persona_consistency(judge.score_into(replay_logged(model, tokenizer, logged, **replay)[0]))
 
 # %% ../nbs/09_evaluate.ipynb #b2efc51a
 def line_logprobs(model, # a causal LM

@@ -138,6 +138,7 @@ def convert_gguf(gguf: Path, # a GGUF model file
                          f"unexpected {result.unexpected_keys[:3]}")
     model.tie_weights()
     model.generation_config = loaded.generation_config
+    if hasattr(model.config, "quantization_config"): del model.config.quantization_config  # the weights saved are float32
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -155,11 +156,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _drop_gguf_quantization(folder: Path) -> None:
+    "Rewrite (atomically) a converted folder's config.json that still says GGUF-quantized: its weights are float32 (older conversions)."
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("quantization_config", {}).get("quant_method") != "gguf": return
+    del config["quantization_config"]
+    tmp = config_file.with_name(f".config.{os.getpid()}.json")
+    tmp.write_text(json.dumps(config, indent=2) + "\n"); tmp.replace(config_file)
+
+
 def model_path(name_or_path: str) -> str:
     "What `from_pretrained` reads for `name_or_path`: a named model's converted folder (converted on first use), else itself."
     if name_or_path not in NAMED_MODELS: return name_or_path
     out = cache_dir() / "models" / name_or_path
     if not (out / "source.json").is_file(): convert_gguf(named_model_file(name_or_path), out)
+    _drop_gguf_quantization(out)  # `Trainer` refuses a model whose config says GGUF-quantized
     return str(out)
 
 # %% ../nbs/07_model.ipynb #d5d8e365

@@ -23,7 +23,8 @@ from .experiments import method_config, versions
 from .train import TrainConfig, load_data
 
 # %% auto #0
-__all__ = ['REAL_FULL', 'REAL_QUICK', 'REAL_COLUMNS', 'RealSpec', 'real_data', 'run_real']
+__all__ = ['REAL_FULL', 'REAL_QUICK', 'REAL_COLUMNS', 'PC_COLUMNS', 'RealSpec', 'real_data', 'run_real', 'run_real_pc',
+           'summarize_real']
 
 # %% ../nbs/15_real.ipynb #1d18f8a1
 @dataclass(frozen=True)
@@ -169,3 +170,63 @@ def run_real(spec: RealSpec, # the experiment
     meta["commands"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return done
+
+# %% ../nbs/15_real.ipynb #f38fd395
+PC_COLUMNS = ("method", "seed", "judge", "pc", "pc_by_turn", "n_conversations", "seconds")
+
+
+def _judged(model_dir: str, adapter: Path | None, logged: list, judge, seed: int, max_new_tokens: int):
+    from ppg_nb.evaluate import judged_pc
+    from ppg_nb.model import load_model
+    model, tok = load_model(model_dir, device="cpu" if not torch.cuda.is_available() else None)
+    if adapter is not None:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(adapter))
+    return judged_pc(model, tok, logged, judge, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed, batch_size=len(logged))
+
+
+def run_real_pc(spec: RealSpec, # the experiment `run_real` ran
+                output, # its results folder (reads runs/ and data/; writes pc.csv and samples/)
+                judge: str, # the judge (`ppg_nb.judge.load_judge` spec): its agreement decides what the PC means
+                n_conversations: int = 12, # held-out conversations the models replay
+                max_new_tokens: int = 48,
+                command: str | None = None, log=print) -> pd.DataFrame:
+    "Judged PC of the base model and of every trained run: each writes the persona's lines of held-out conversations; resumable."
+    from ppg_nb.judge import load_judge
+    from ppg_nb.model import model_path
+    out = Path(output)
+    meta = json.loads((out / "meta.json").read_text())
+    if meta["spec"] != spec.to_dict(): raise ValueError(f"{out} holds results of another real spec")
+    logged = load_conversations(out / "data" / "held_out.jsonl")[:n_conversations]
+    table, judge_obj, model_dir = out / "pc.csv", load_judge(judge), model_path(spec.model)
+    done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=PC_COLUMNS)
+    (out / "samples").mkdir(exist_ok=True)
+    for method, seed in [("base", s) for s in spec.seeds] + [(m, s) for m in spec.methods for s in spec.seeds]:
+        if ((done["method"] == method) & (done["seed"] == seed)).any(): continue
+        adapter = None if method == "base" else out / "runs" / f"{method}-s{seed}" / "adapter"
+        if adapter is not None and not adapter.exists(): continue          # not trained yet
+        start = time.time()
+        ev = _judged(model_dir, adapter, logged, judge_obj, seed, max_new_tokens)
+        row = dict(method=method, seed=seed, judge=judge, pc=ev.pc, pc_by_turn=json.dumps([round(x, 4) for x in ev.pc_by_turn]),
+                   n_conversations=len(logged), seconds=time.time() - start)
+        if seed == spec.seeds[0]:
+            from ppg_nb.data import conversation_to_dict
+            (out / "samples" / f"{method}.json").write_text(json.dumps([conversation_to_dict(c) for c in ev.conversations[:3]], indent=1))
+        done = pd.concat([done, pd.DataFrame([row])[list(PC_COLUMNS)]], ignore_index=True)
+        done.to_csv(table, index=False)
+        log(f"[{method} seed {seed}] judged PC {ev.pc:.3f} ({row['seconds']:.0f} s)")
+    meta.setdefault("pc_commands", []).append(dict(command=command or f"ppg_nb.real.run_real_pc(judge={judge!r})", versions=versions(),
+                                                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return done
+
+# %% ../nbs/15_real.ipynb #5ffd6f51
+def _se(x) -> float: return float(x.std(ddof=1) / len(x) ** 0.5) if len(x) > 1 else float("nan")
+
+
+def summarize_real(df: pd.DataFrame, # rows of real.csv or pc.csv
+                   columns=("auc_held_out", "auc_unseen", "seconds", "peak_memory_mb"), # the measures to summarise
+                  ) -> pd.DataFrame:
+    "Per method (in the order of the rows): seeds, the mean of each measure over seeds, and its standard error (`<measure>_se`)."
+    g = df.groupby("method", sort=False)[list(columns)]
+    return pd.concat([g.size().rename("seeds"), g.mean(), g.agg(_se).add_suffix("_se")], axis=1).reset_index()

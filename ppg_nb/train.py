@@ -128,6 +128,10 @@ class TrainConfig:
     normalize_advantages: bool = _field(False, "divide advantages by their batch standard deviation")
     clip: float | None = _field(None, "PPO clip range epsilon (e.g. 0.2) on the per-token likelihood ratio; None: plain PPG")
     ppo_epochs: int = _field(1, "optimisation passes over each online batch (PPO-style; needs clip for > 1 to be safe)")
+    partner: str = _field("simulator", "online: who speaks the partner's lines: 'simulator' (the synthetic domain's partner) or "
+                                       "'logged' (the logged partner lines of `data`, replayed while the model writes every agent line)")
+    judge: str = _field("rule", "online rewards and judged PC: 'rule' (the synthetic domains' rule judge), 'zero-shot:MODEL' or a "
+                                "folder written by `ppg_nb judge train` (ppg_nb.judge.load_judge)")
     online_batch: int = _field(32, "conversations rolled out per online step")
     temperature: float = _field(1.0, "sampling temperature of online rollouts and of evaluation")
     max_new_tokens: int = _field(48, "longest generated agent line in tokens")
@@ -146,7 +150,9 @@ class TrainConfig:
     eval_personas: int | None = _field(None, "held-out personas of `domain` rolled out before and after training (0: none); "
                                              "None: 64 for the embedded model, 0 for others (the synthetic language means nothing to them)")
     eval_data: str | None = _field(None, "held-out labelled conversations (the formats of `data`) for the judge-free measure: "
-                                         "the AUC of the change in line log-prob separating consistent from inconsistent lines")
+                                         "the AUC of the change in line log-prob separating consistent from inconsistent lines; "
+                                         "with a model `judge` and no eval_personas, also the judged PC of the model's own lines "
+                                         "written in their place (ppg_nb.evaluate.judged_pc)")
     eval_seed: int = _field(12345, "seed naming the held-out personas and seeding evaluation rollouts")
     eval_every: int = _field(0, "also evaluate every k steps (0: only before and after)")
     # --- embedded base model ---
@@ -237,7 +243,14 @@ def validate(c: TrainConfig) -> TrainConfig:
     need(c.domain in DOMAINS, f"unknown domain {c.domain!r}: choose one of {', '.join(DOMAINS)}")
     if c.data is not None:
         need(Path(c.data).exists(), f"data file or folder {c.data!r} does not exist")
-        need(c.resolved_mode == "offline", "data is logged conversations: use mode='offline' (online mode generates its own)")
+        need(c.resolved_mode == "offline" or c.partner == "logged", "data is logged conversations: use mode='offline', or "
+             "partner='logged' to replay their partner lines online")
+    need(c.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {c.partner!r}")
+    need(c.partner == "simulator" or (c.data is not None and c.resolved_mode == "online"),
+         "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
+    need(isinstance(c.judge, str) and (c.judge == "rule" or c.judge.startswith("zero-shot:") and len(c.judge) > 10
+                                       or (Path(c.judge) / "judge.json").is_file()),
+         f"judge must be 'rule', 'zero-shot:MODEL' or a folder written by `ppg_nb judge train`, got {c.judge!r}")
     if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data file or folder {c.eval_data!r} does not exist")
     if c.model != EMBEDDED: check_model_source(c.model)
     return c
@@ -524,16 +537,31 @@ def _check_rollouts(examples, max_length: int) -> None:
                          f"{max_length}: raise max_length, or lower n_turns or max_new_tokens")
 
 
-def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator) -> dict:
-    "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
-    from ppg_nb.evaluate import TokenAgent, persona_consistency, rollout
+def _online_rollouts(step, model, tok, config, accelerator, judge, logged) -> tuple[list, list, float]:
+    "The step's rollouts (against the simulator, or replaying logged partner lines), scored by the judge; generation seconds."
+    from ppg_nb.evaluate import TokenAgent, replay_logged, rollout
     from ppg_nb.personas import sample_personas
-    t0 = time.perf_counter()
     seed = derive_seed(config.seed, step, accelerator.process_index, 1) % 2 ** 31
-    personas = sample_personas(config.domain, config.online_batch, seed=seed)
-    agent = TokenAgent(accelerator.unwrap_model(model), tok, config.temperature, config.max_new_tokens)
-    convs, examples = rollout(agent.model, tok, config.domain, personas, config.n_turns, seed,
-                              agent=agent)                                     # 1. rollout; 2. the judge scored convs
+    net, start = accelerator.unwrap_model(model), time.perf_counter()
+    if logged is None:
+        agent = TokenAgent(net, tok, config.temperature, config.max_new_tokens)
+        convs, examples = rollout(net, tok, config.domain, sample_personas(config.domain, config.online_batch, seed=seed),
+                                  config.n_turns, seed, agent=agent)           # scored by the simulator's rule judge
+        generate_s = agent.generate_seconds
+    else:
+        picks = np.random.default_rng(seed).choice(len(logged), config.online_batch, replace=len(logged) < config.online_batch)
+        convs, examples = replay_logged(net, tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens, seed,
+                                        batch_size=config.online_batch)
+        generate_s = time.perf_counter() - start
+    if judge is not None and (logged is not None or config.judge != "rule"): convs = judge.score_into(convs)
+    return convs, examples, generate_s
+
+
+def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator, judge=None, logged=None) -> dict:
+    "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
+    from ppg_nb.evaluate import persona_consistency
+    t0 = time.perf_counter()
+    convs, examples, generate_s = _online_rollouts(step, model, tok, config, accelerator, judge, logged)  # 1. rollout; 2. judge
     _check_rollouts(examples, config.max_length)
     t1 = time.perf_counter()
     returns = conversation_returns(convs, config.policy, config.gamma, **config.policy_params)  # 3. credit G_t
@@ -551,8 +579,9 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
             "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
             "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
             "train/rollout_pc": persona_consistency(convs).pc, "train/first_ratio_dev": deviations[0],
-            "train/max_ratio_dev": max(deviations), "train/generated_tokens": agent.generated_tokens,
-            "time/generate_s": agent.generate_seconds, "time/score_s": t1 - t0 - agent.generate_seconds,
+            "train/max_ratio_dev": max(deviations),
+            "train/generated_tokens": sum(sum(t >= 0 for t in ex.turn_of_token) for ex in examples),
+            "time/generate_s": generate_s, "time/score_s": t1 - t0 - generate_s,
             "time/update_s": time.perf_counter() - t1}
 
 # %% ../nbs/10_train.ipynb #e734b07b
@@ -587,6 +616,8 @@ class _Run:
     examples: list | None = None # offline: encoded logged data
     returns: torch.Tensor | None = None # offline: its partial returns (N, J)
     eval_conversations: list | None = None # `eval_data`: labelled held-out conversations
+    logged: list | None = None # partner='logged': the conversations whose partner lines online rollouts replay
+    judge: object | None = None # `config.judge`, loaded (None: the simulator's rule judge)
     stats: EncodeStats = field(default_factory=EncodeStats)
     state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
     loop_time: float = 0.0
@@ -676,7 +707,7 @@ def _loop(run: _Run, callback=None) -> None:
                                        run.adv_fn, run.tok.pad_token_id, config, accelerator)
             else:
                 record = _online_step(step, run.model, run.params, run.optimizer, run.scheduler, run.tok, run.adv_fn, config,
-                                      accelerator)
+                                      accelerator, run.judge, run.logged)
             state["step"] = step = step + 1; complete = True
             dt = time.perf_counter() - t0
             run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes
@@ -716,6 +747,11 @@ def _evaluate_into(run: _Run, when: str) -> None:
     config = run.config
     if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
         ev = _evaluate(run.net, run.tok, config) if config.eval_personas else {}
+        if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
+            from ppg_nb.evaluate import judged_pc
+            pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
+                           max_new_tokens=config.max_new_tokens, seed=config.eval_seed)
+            ev.update({"eval/pc": pc.pc, "eval/pc_by_turn": pc.pc_by_turn})
         if run.eval_conversations:
             lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size)
             ev["eval/line_logprobs"] = [[c, t, v] for (c, t), v in sorted(lines.items())]
@@ -760,10 +796,15 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
     started = time.time()
     config = TrainConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)  # validated again
     out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
-    conversations = load_data(config)[0] if config.resolved_mode == "offline" else None  # (the data too)
+    logged = load_data(config)[0] if config.data is not None else None  # (the data too)
+    conversations = logged if config.resolved_mode == "offline" else None
     held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
     run = _setup(config, out, ckpt, conversations)                       # 2. model, LoRA, data, optimiser; resume
     run.eval_conversations = held_out
+    if config.partner == "logged": run.logged = logged
+    if config.judge != "rule" or config.partner == "logged":
+        from ppg_nb.judge import load_judge
+        run.judge = load_judge(config.judge, device=str(run.accelerator.device))
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))

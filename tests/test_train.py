@@ -150,6 +150,28 @@ def test_online_rollouts_are_what_the_loss_reads(base_dir):
     assert (batch.sampled_logprobs[~mask] == 0).all() and (batch.sampled_logprobs[mask] < 0).all()
 
 
+def test_online_replaying_logged_partner_lines(tmp_path, base_dir):
+    "partner='logged': each step replays logged conversations, the model writes every agent line, the judge scores them."
+    from ppg_nb.train import train
+    data = save_conversations(make_dataset("education", 6, 3, seed=8), tmp_path / "logged.jsonl")
+    result = train(_config(tmp_path, mode="online", data=str(data), partner="logged", judge="rule", online_batch=4, n_turns=3,
+                           max_steps=2, max_new_tokens=12))
+    assert [r["step"] for r in result.history] == [1, 2]
+    assert all(0 <= r["train/rollout_pc"] <= 1 and r["train/generated_tokens"] > 0 for r in result.history)
+    assert all(r["train/first_ratio_dev"] <= 1e-4 for r in result.history)   # the loss reads the sampled tokens
+
+
+def test_partner_and_judge_are_checked_before_training(tmp_path):
+    from ppg_nb.train import TrainConfig
+    data = save_conversations(make_dataset("education", 2, 2, seed=1), tmp_path / "d.jsonl")
+    with pytest.raises(ValueError, match="partner='logged' replays the partner lines of `data` online"):
+        TrainConfig(mode="online", partner="logged")
+    with pytest.raises(ValueError, match="partner must be 'simulator' or 'logged'"): TrainConfig(partner="human")
+    with pytest.raises(ValueError, match="judge must be 'rule', 'zero-shot:MODEL' or a folder"): TrainConfig(judge=str(tmp_path))
+    with pytest.raises(ValueError, match="use mode='offline', or partner='logged'"): TrainConfig(mode="online", data=str(data))
+    assert TrainConfig(mode="online", data=str(data), partner="logged").resolved_mode == "online"
+
+
 def test_accelerate_two_cpu_processes(tmp_path, base_dir):
     "Two CPU processes under `accelerate launch` (DDP, gloo) train and write one result."
     env = {**os.environ, "PPG_NB_CACHE": os.environ["PPG_NB_CACHE"], "OMP_NUM_THREADS": "1"}
@@ -214,3 +236,19 @@ def test_the_real_smollm2_model_trains_offline_on_real_dialogues(tmp_path, cache
     assert saved["config"]["eval_personas"] == 0                      # no synthetic-language evaluation for a real model
     adapter = _adapter(tmp_path / "smol")
     assert any("layers.29.mlp.down_proj.lora_A" in k for k in adapter)   # all 30 blocks of SmolLM2, attention and MLP
+
+
+@needs_shared
+def test_the_real_smollm2_model_trains_online_against_logged_partners(tmp_path, cache_env):
+    "Online PPG on SmolLM2: it writes the student's lines of real dialogues, a zero-shot judge scores them, PC is judged before and after."
+    sample = str(SHARED / "education_sample.json")
+    cmd = [sys.executable, "-m", "ppg_nb", "train", "--model", "smollm2-135m-instruct", "--mode", "online", "--partner", "logged",
+           "--data", sample, "--eval-data", sample, "--judge", "zero-shot:smollm2-135m-instruct", "--online-batch", "2",
+           "--batch-size", "2", "--max-steps", "1", "--max-new-tokens", "12", "--no-progress", "--output", str(tmp_path / "online")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "online" / "result.json").read_text())
+    assert 0 <= saved["pc_before"] <= 1 and 0 <= saved["pc_after"] <= 1 and len(saved["pc_by_turn_before"]) == 5
+    assert saved["label_shift"]["n_lines"] == 20
+    log = [json.loads(line) for line in (tmp_path / "online" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["train/first_ratio_dev"] <= 1e-4 and log[0]["train/generated_tokens"] > 0

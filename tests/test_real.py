@@ -1,0 +1,41 @@
+"""The real-substrate experiment (`ppg_nb real`): its quick form end to end on SmolLM2 and the shared sample files, resumed."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SHARED = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"Consistent-LLMs files not found at {SHARED} (not shipped)")
+
+
+def test_cli_flags_of_overrides():
+    from ppg_nb.real import REAL_FULL, _cli_flags
+    flags = _cli_flags(REAL_FULL.train_overrides("kstep-3", 2))
+    assert flags[flags.index("--policy") + 1] == "kstep" and flags[flags.index("--K") + 1] == "3"
+    assert "--no-progress" in flags and "--max-steps" not in flags and flags[flags.index("--seed") + 1] == "2"
+
+
+@needs_shared
+def test_quick_real_experiment_end_to_end_and_resumed(tmp_path, cache_env):
+    "`ppg_nb real --quick`: two methods trained, the judge-free measure on held-out and unseen lines, judged PC; rerun: nothing redone."
+    out = tmp_path / "real"
+    cmd = [sys.executable, "-m", "ppg_nb", "real", "--quick", "--data-dir", str(SHARED), "--output", str(out),
+           "--pc-judge", "zero-shot:smollm2-135m-instruct", "--pc-conversations", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_csv(out / "real.csv")
+    assert list(rows["method"]) == ["greedy", "full"] and (rows["steps"] == 2).all()
+    assert rows["auc_held_out"].between(0, 1).all() and (rows["n_held_out"] > 0).all() and (rows["n_unseen"] > 0).all()
+    assert (rows["change_consistent_held_out"] != 0).all()                 # the adapters moved the model
+    pc = pd.read_csv(out / "pc.csv")
+    assert list(pc["method"]) == ["base", "greedy", "full"] and pc["pc"].between(0, 1).all()
+    assert json.loads((out / "samples" / "base.json").read_text())[0]["meta"]["replayed"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["commands"][0]["command"].startswith("ppg_nb real --quick") and set(meta["runs"]) == {"greedy-s0", "full-s0"}
+    assert (out / ".gitignore").read_text().count("data/") == 1
+    again = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=900)
+    assert again.returncode == 0 and "$ ppg_nb train" not in again.stdout and "judged PC" not in again.stdout
+    assert pd.read_csv(out / "real.csv").equals(rows)
