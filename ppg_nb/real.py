@@ -24,7 +24,7 @@ from .train import TrainConfig, load_data
 
 # %% auto #0
 __all__ = ['REAL_FULL', 'REAL_QUICK', 'REAL_COLUMNS', 'PC_COLUMNS', 'RealSpec', 'real_data', 'run_real', 'run_real_pc',
-           'summarize_real']
+           'summarize_real', 'real_figure']
 
 # %% ../nbs/15_real.ipynb #1d18f8a1
 @dataclass(frozen=True)
@@ -144,29 +144,28 @@ def run_real(spec: RealSpec, # the experiment
     base = {k: _unkeyed(v) for k, v in json.loads(base_file.read_text()).items()}
     table = out / "real.csv"
     done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=REAL_COLUMNS)
-    for method in spec.methods:
-        for seed in spec.seeds:
-            if ((done["method"] == method) & (done["seed"] == seed)).any(): continue
-            run_dir = out / "runs" / f"{method}-s{seed}"
-            if not (run_dir / "result.json").exists():
-                if run_dir.exists(): import shutil; shutil.rmtree(run_dir)  # a run cut off: redo it
-                argv = ["ppg_nb", "train", "--data", str(paths["train"]), "--output", str(run_dir), *_cli_flags(spec.train_overrides(method, seed))]
-                log(f"[{method} seed {seed}] $ {' '.join(argv)}")
-                done_run = subprocess.run([sys.executable, "-m", "ppg_nb", *argv[1:]], capture_output=True, text=True)
-                if done_run.returncode != 0: raise RuntimeError(f"{method} seed {seed} failed:\n{done_run.stderr[-3000:]}")
-                meta["runs"][f"{method}-s{seed}"] = " ".join(argv)
-                (out / "meta.json").write_text(json.dumps(meta, indent=1))
-            result = json.loads((run_dir / "result.json").read_text())
-            after = _logprobs(model_dir, run_dir / "adapter", convs, spec)
-            shift = {k: label_shift(base[k], after[k], convs[k]) for k in convs}
-            row = dict(method=method, seed=seed, auc_held_out=shift["held_out"]["label_auc"], auc_unseen=shift["unseen"]["label_auc"],
-                       **{f"change_{w}_{k}": shift[k][f"change_{w}"] for k in convs for w in ("consistent", "inconsistent")},
-                       n_held_out=shift["held_out"]["n_lines"], n_unseen=shift["unseen"]["n_lines"], steps=result["steps"],
-                       seconds=result["seconds"], peak_memory_mb=result["peak_memory_mb"])
-            done = pd.concat([done, pd.DataFrame([row])[list(REAL_COLUMNS)]], ignore_index=True)
-            done.to_csv(table, index=False)                                  # one row at a time: a cut run loses one run at most
-            log(f"[{method} seed {seed}] judge-free AUC held-out {row['auc_held_out']:.3f}, unseen {row['auc_unseen']:.3f}; "
-                f"{row['seconds']:.0f} s, {row['peak_memory_mb'] / 1024:.1f} GiB")
+    for seed, method in [(s, m) for s in spec.seeds for m in spec.methods]:  # seed by seed: a cut run leaves equal seeds
+        if ((done["method"] == method) & (done["seed"] == seed)).any(): continue
+        run_dir = out / "runs" / f"{method}-s{seed}"
+        if not (run_dir / "result.json").exists():
+            if run_dir.exists(): import shutil; shutil.rmtree(run_dir)  # a run cut off: redo it
+            argv = ["ppg_nb", "train", "--data", str(paths["train"]), "--output", str(run_dir), *_cli_flags(spec.train_overrides(method, seed))]
+            log(f"[{method} seed {seed}] $ {' '.join(argv)}")
+            done_run = subprocess.run([sys.executable, "-m", "ppg_nb", *argv[1:]], capture_output=True, text=True)
+            if done_run.returncode != 0: raise RuntimeError(f"{method} seed {seed} failed:\n{done_run.stderr[-3000:]}")
+            meta["runs"][f"{method}-s{seed}"] = " ".join(argv)
+            (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        result = json.loads((run_dir / "result.json").read_text())
+        after = _logprobs(model_dir, run_dir / "adapter", convs, spec)
+        shift = {k: label_shift(base[k], after[k], convs[k]) for k in convs}
+        row = dict(method=method, seed=seed, auc_held_out=shift["held_out"]["label_auc"], auc_unseen=shift["unseen"]["label_auc"],
+                   **{f"change_{w}_{k}": shift[k][f"change_{w}"] for k in convs for w in ("consistent", "inconsistent")},
+                   n_held_out=shift["held_out"]["n_lines"], n_unseen=shift["unseen"]["n_lines"], steps=result["steps"],
+                   seconds=result["seconds"], peak_memory_mb=result["peak_memory_mb"])
+        done = pd.concat([done, pd.DataFrame([row])[list(REAL_COLUMNS)]], ignore_index=True)
+        done.to_csv(table, index=False)                                  # one row at a time: a cut run loses one run at most
+        log(f"[{method} seed {seed}] judge-free AUC held-out {row['auc_held_out']:.3f}, unseen {row['auc_unseen']:.3f}; "
+            f"{row['seconds']:.0f} s, {row['peak_memory_mb'] / 1024:.1f} GiB")
     meta["commands"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return done
@@ -230,3 +229,16 @@ def summarize_real(df: pd.DataFrame, # rows of real.csv or pc.csv
     "Per method (in the order of the rows): seeds, the mean of each measure over seeds, and its standard error (`<measure>_se`)."
     g = df.groupby("method", sort=False)[list(columns)]
     return pd.concat([g.size().rename("seeds"), g.mean(), g.agg(_se).add_suffix("_se")], axis=1).reset_index()
+
+# %% ../nbs/15_real.ipynb #6a36653d
+def real_figure(summary: pd.DataFrame, # from `summarize_real` on real.csv
+               ):
+    "Bars of the judge-free measure per method, on held-out personas and on the unseen generator, with standard errors."
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    for column, name in (("auc_held_out", "held-out personas (same generator)"), ("auc_unseen", "unseen generator")):
+        fig.add_bar(x=summary["method"], y=summary[column], name=name, error_y=dict(type="data", array=2 * summary[f"{column}_se"]))
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="base model (0.5)")
+    fig.update_layout(barmode="group", height=380, yaxis_title="AUC of the log-prob change (consistent vs not)",
+                      title="Judge-free measure after offline PPG on SmolLM2 (mean and 2 SE over 3 seeds)")
+    return fig

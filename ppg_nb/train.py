@@ -585,10 +585,12 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
             "time/update_s": time.perf_counter() - t1}
 
 # %% ../nbs/10_train.ipynb #e734b07b
-def _evaluate(model, tok, config) -> dict:
-    from ppg_nb.evaluate import evaluate
+def _evaluate(model, tok, config, judge=None) -> dict:
+    "PC on the held-out personas of the synthetic domain, scored by `judge` when one is given (else the simulator's rule judge)."
+    from ppg_nb.evaluate import evaluate, persona_consistency
     ev = evaluate(model, tok, config.domain, config.eval_personas, config.n_turns, config.eval_seed, config.temperature,
                   config.max_new_tokens)
+    if judge is not None and config.judge != "rule": ev = persona_consistency(judge.score_into(ev.conversations))
     return {"eval/pc": ev.pc, "eval/pc_by_turn": ev.pc_by_turn}
 
 
@@ -714,7 +716,7 @@ def _loop(run: _Run, callback=None) -> None:
             record = {"step": step, **record, "train/lr": run.scheduler.get_last_lr()[0],
                       "train/tokens_per_s": record["train/tokens"] * accelerator.num_processes / dt, "time/step_s": dt}
             if config.eval_every and step % config.eval_every == 0 and step < run.total:
-                if run.main: record.update(_evaluate(run.net, run.tok, config))
+                if run.main: record.update(_evaluate(run.net, run.tok, config, run.judge))
                 accelerator.wait_for_everyone()
             if step % config.log_every == 0 or step == run.total or "eval/pc" in record:
                 state["history"].append(record)
@@ -746,7 +748,7 @@ def _evaluate_into(run: _Run, when: str) -> None:
     from ppg_nb.evaluate import label_shift, line_logprobs
     config = run.config
     if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
-        ev = _evaluate(run.net, run.tok, config) if config.eval_personas else {}
+        ev = _evaluate(run.net, run.tok, config, run.judge) if config.eval_personas else {}
         if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
             from ppg_nb.evaluate import judged_pc
             pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,

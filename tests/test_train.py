@@ -161,6 +161,20 @@ def test_online_replaying_logged_partner_lines(tmp_path, base_dir):
     assert all(r["train/first_ratio_dev"] <= 1e-4 for r in result.history)   # the loss reads the sampled tokens
 
 
+def test_a_model_judge_scores_online_rollouts_and_the_judged_pc(tmp_path, base_dir):
+    "judge='zero-shot:MODEL': it, not the rule judge, rewards the online rollouts, and it judges PC on replayed eval_data."
+    from ppg_nb.judge import tiny_judge_checkpoint
+    from ppg_nb.train import train
+    data = save_conversations(make_dataset("education", 4, 2, seed=9), tmp_path / "logged.jsonl")
+    judge_dir = tiny_judge_checkpoint(tmp_path / "judge")
+    result = train(_config(tmp_path, mode="online", data=str(data), eval_data=str(data), partner="logged", judge=f"zero-shot:{judge_dir}",
+                           online_batch=2, n_turns=2, max_steps=1, max_new_tokens=8))
+    assert result.pc_before is not None and result.pc_after is not None and len(result.pc_by_turn_before) == 2
+    assert result.label_shift["n_lines"] == 8
+    rollout_pc = result.history[0]["train/rollout_pc"]
+    assert 0 < rollout_pc < 1 and rollout_pc not in (0.0, 0.5, 1.0)        # a random judge's P(NO)s, not the rule judge's grades
+
+
 def test_partner_and_judge_are_checked_before_training(tmp_path):
     from ppg_nb.train import TrainConfig
     data = save_conversations(make_dataset("education", 2, 2, seed=1), tmp_path / "d.jsonl")
