@@ -255,7 +255,8 @@ def run_real_cli(args) -> int:
     spec = REAL_FULL if args.mode == "full" else REAL_QUICK
     parts = ["ppg_nb", "real", f"--{args.mode}", "--data-dir", str(args.data_dir), "--output", str(args.output)]
     if args.pc_judge: parts += ["--pc-judge", args.pc_judge, "--pc-conversations", str(args.pc_conversations)]
-    if args.pc_judge and not (args.pc_judge.startswith("zero-shot:") or (Path(args.pc_judge) / "judge.json").is_file()):
+    from ppg_nb.judge import is_judge_spec
+    if args.pc_judge and not is_judge_spec(args.pc_judge):
         raise SystemExit(f"ppg_nb real: --pc-judge {args.pc_judge!r} is neither 'zero-shot:MODEL' nor a folder written by 'ppg_nb judge train'")
     run_real(spec, args.data_dir, args.output, command=shlex.join(parts))
     print(f"wrote {args.output / 'real.csv'}")

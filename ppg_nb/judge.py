@@ -20,7 +20,7 @@ from .personas import score_conversation, judge_turns  # the rule judge lives wi
 # %% auto #0
 __all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'answer_token_ids', 'answer_words',
            'LLMJudge', 'tiny_judge_checkpoint', 'judge_agreement', 'classifier_input', 'ClassifierJudge',
-           'judge_examples', 'train_judge', 'RuleJudge', 'load_judge']
+           'judge_examples', 'train_judge', 'RuleJudge', 'is_judge_spec', 'load_judge']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -198,15 +198,19 @@ def _check_conversations(conversations) -> list[Conversation]:
     return convs
 
 
+def _per_conversation(values: list, convs: list[Conversation]) -> list[list]:
+    "Flat per-line values (conversation by conversation) split back into one list per conversation."
+    out, at = [], 0
+    for c in convs: out.append(values[at:at + len(c.agent_turns)]); at += len(c.agent_turns)
+    return out
+
+
 @patch
 def line_consistency(self: LLMJudge, conversations: Sequence[Conversation], # conversations to judge
                     ) -> list[list[float]]:
     "Prompt-to-line consistency, P(NO), of every agent line of each conversation (what `judge_agreement` measures)."
     convs = _check_conversations(conversations)
-    p = (1 - self.prob_yes([q for c in convs for q in _prompt_to_line(c)])).tolist()
-    out, at = [], 0
-    for c in convs: out.append(p[at:at + len(c.agent_turns)]); at += len(c.agent_turns)
-    return out
+    return _per_conversation((1 - self.prob_yes([q for c in convs for q in _prompt_to_line(c)])).tolist(), convs)
 
 # %% ../nbs/06_judge.ipynb #1ff646b2
 def tiny_judge_checkpoint(path, # folder to write (created)
@@ -309,10 +313,7 @@ class ClassifierJudge:
     def line_consistency(self, conversations: Sequence[Conversation]) -> list[list[float]]:
         "P(consistent) of every agent line of each conversation."
         convs = _check_conversations(conversations)
-        p = self.prob_consistent([classifier_input(c, k) for c in convs for k in range(len(c.agent_turns))]).tolist()
-        out, at = [], 0
-        for c in convs: out.append(p[at:at + len(c.agent_turns)]); at += len(c.agent_turns)
-        return out
+        return _per_conversation(self.prob_consistent([classifier_input(c, k) for c in convs for k in range(len(c.agent_turns))]).tolist(), convs)
 
     def score(self, conversations: Sequence[Conversation]) -> list[list[float]]:
         "One reward in [0, 1] per agent turn: P(consistent)."
@@ -411,6 +412,13 @@ class RuleJudge:
     def score_into(self, conversations: Sequence[Conversation]) -> list[Conversation]:
         "Copies of the conversations with the rule judge's rewards."
         return [replace(c, rewards=r) for c, r in zip(conversations, self.score(conversations))]
+
+
+def is_judge_spec(spec) -> bool:
+    "Whether `spec` names a judge `load_judge` can read (checked without loading it): rule, zero-shot:MODEL or a judge folder."
+    from pathlib import Path
+    return isinstance(spec, str) and (spec == "rule" or spec.startswith("zero-shot:") and len(spec) > len("zero-shot:")
+                                      or (Path(spec) / JUDGE_FILE).is_file())
 
 
 def load_judge(spec: str, # "rule", "zero-shot:MODEL" or a folder written by `train_judge`

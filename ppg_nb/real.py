@@ -92,13 +92,19 @@ def real_data(spec: RealSpec, data_dir, output) -> dict[str, Path]:
     return paths
 
 
-def _logprobs(model_dir: str, adapter: Path | None, convs: dict, spec: RealSpec) -> dict:
-    "`line_logprobs` of each held-out set under the base model (adapter None) or a trained adapter, with the run's autocast."
+def _run_model(model_dir: str, adapter: Path | None):
+    "The base model and its tokenizer, with a trained run's LoRA adapter on top (adapter None: the base model)."
     from ppg_nb.model import load_model
-    model, tok = load_model(model_dir, device="cpu" if not torch.cuda.is_available() else None)
+    model, tok = load_model(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
     if adapter is not None:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, str(adapter))
+    return model, tok
+
+
+def _logprobs(model_dir: str, adapter: Path | None, convs: dict, spec: RealSpec) -> dict:
+    "`line_logprobs` of each held-out set under the base model (adapter None) or a trained adapter, with the run's autocast."
+    model, tok = _run_model(model_dir, adapter)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.mixed_precision)
     with torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         return {k: line_logprobs(model, tok, c, batch_size=spec.eval_batch_size) for k, c in convs.items()}
@@ -176,11 +182,7 @@ PC_COLUMNS = ("method", "seed", "judge", "pc", "pc_by_turn", "n_conversations", 
 
 def _judged(model_dir: str, adapter: Path | None, logged: list, judge, seed: int, max_new_tokens: int):
     from ppg_nb.evaluate import judged_pc
-    from ppg_nb.model import load_model
-    model, tok = load_model(model_dir, device="cpu" if not torch.cuda.is_available() else None)
-    if adapter is not None:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, str(adapter))
+    model, tok = _run_model(model_dir, adapter)
     return judged_pc(model, tok, logged, judge, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed, batch_size=len(logged))
 
 

@@ -248,9 +248,8 @@ def validate(c: TrainConfig) -> TrainConfig:
     need(c.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {c.partner!r}")
     need(c.partner == "simulator" or (c.data is not None and c.resolved_mode == "online"),
          "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
-    need(isinstance(c.judge, str) and (c.judge == "rule" or c.judge.startswith("zero-shot:") and len(c.judge) > 10
-                                       or (Path(c.judge) / "judge.json").is_file()),
-         f"judge must be 'rule', 'zero-shot:MODEL' or a folder written by `ppg_nb judge train`, got {c.judge!r}")
+    from ppg_nb.judge import is_judge_spec
+    need(is_judge_spec(c.judge), f"judge must be 'rule', 'zero-shot:MODEL' or a folder written by `ppg_nb judge train`, got {c.judge!r}")
     if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data file or folder {c.eval_data!r} does not exist")
     if c.model != EMBEDDED: check_model_source(c.model)
     return c
@@ -553,7 +552,7 @@ def _online_rollouts(step, model, tok, config, accelerator, judge, logged) -> tu
         convs, examples = replay_logged(net, tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens, seed,
                                         batch_size=config.online_batch)
         generate_s = time.perf_counter() - start
-    if judge is not None and (logged is not None or config.judge != "rule"): convs = judge.score_into(convs)
+    if judge is not None: convs = judge.score_into(convs)  # loaded for a model judge or logged partners (`train`)
     return convs, examples, generate_s
 
 
