@@ -129,6 +129,12 @@ def field_type(hint) -> tuple[type, type | None, bool]:
     return typing.get_origin(kind) or kind, element, type(None) in parts
 
 
+def _int_or_word(text: str):
+    "An integer when the text is one, else the text (e.g. 'auto')."
+    try: return int(text)
+    except ValueError: return text
+
+
 def _add_train_arguments(parser):
     "One flag per `TrainConfig` field, typed from its annotation and helped by its doc; no defaults, so only given flags count."
     import dataclasses
@@ -140,6 +146,8 @@ def _add_train_arguments(parser):
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata['doc']} (default {default!r})".replace("%", "%%"))
         if kind is bool: parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif kind is list: parser.add_argument(_flag(f.name), nargs="+", type=element, **kw)
+        elif {int, str} <= set(typing.get_args(hints[f.name])):       # e.g. K: a number or 'auto'
+            parser.add_argument(_flag(f.name), type=_none_or(_int_or_word), metavar=f.name.upper(), **kw)
         else: parser.add_argument(_flag(f.name), type=_none_or(kind), metavar=f.name.upper(), **kw)
 
 # %% ../nbs/11_cli.ipynb #c56033a2

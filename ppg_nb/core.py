@@ -271,7 +271,7 @@ FIGURE1_POLICIES = (("full", {}), ("greedy", {}), ("kstep", {"K": 2}), ("segment
 
 def policy_label(policy: str, params: dict) -> str:
     "A short human label for a policy class, e.g. `2-step lookahead`."
-    if policy == "kstep": return f"{params['K']}-step lookahead"
+    if policy == "kstep": return "lookahead K chosen by the data (K='auto')" if params["K"] == "auto" else f"{params['K']}-step lookahead"
     if policy == "segment":
         return f"segments of {params['length']}" if "length" in params else f"segments cut at {params['boundaries']}"
     return {"full": "full planning", "greedy": "greedy", "custom": "custom"}[policy]

@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 
+from .autok import AUTO, AutoK
 from .claims import best_k, paper_claims
 from .core import _check_int, check_policy, credit_matrix, partial_returns
 
 # %% auto #0
 __all__ = ['CONTEXTS', 'NOISES', 'MAX_SEQUENCES', 'enumerate_sequences', 'one_thread', 'ExactEnv', 'reward_reach', 'Trajectories',
-           'hoeffding_bound', 'gradient_errors', 'tradeoff_grid', 'exact_ascent', 'tradeoff_table', 'lab_tolerance',
-           'tradeoff_best_k', 'tradeoff_claims']
+           'hoeffding_bound', 'gradient_errors', 'tradeoff_grid', 'exact_ascent', 'fixed_k_rows', 'tradeoff_table',
+           'lab_tolerance', 'tradeoff_best_k', 'tradeoff_claims']
 
 # %% ../nbs/02_theory.ipynb #5a0a6afc
 CONTEXTS = ("none", "previous")
@@ -360,17 +361,41 @@ def gradient_errors(env: ExactEnv, N: int, # trajectories per draw
     return pd.DataFrame(rows, columns=["K", "seed", "error", "bound"])
 
 # %% ../nbs/02_theory.ipynb #d58cf39e
+def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int, lr: float, memory: float, criterion: str):
+    "Gradient ascent where `AutoK` picks K among `candidates` at every step: exact values `(S,)` and chosen K `(steps, S)`."
+    nS, n = len(seeds), env.n
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]       # the same draws as the fixed-K runs of each seed
+    theta, rule, chosen = env.theta0().expand(nS, -1, -1, -1).clone(), AutoK(candidates, memory, criterion), []
+    for _ in range(steps):
+        uniforms = torch.stack([torch.rand(N, n, 2, generator=g, dtype=torch.float64) for g in gens])
+        actions, contexts, rewards = env._sample(theta, uniforms)
+        probs = theta.softmax(-1).repeat_interleave(N, 0)
+        def per_trajectory(returns):                                      # X_m = sum_t grad log pi(a_mt | c_mt) G_mt, (S, N, d)
+            flat = lambda x: x.reshape(nS * N, 1, n)
+            return env._score_sum(flat(contexts), flat(actions), flat(returns), probs).reshape(nS, N, -1)
+        terms = torch.stack([per_trajectory(partial_returns(rewards, "kstep", K=K)) for K in candidates])   # (C, S, N, d)
+        pick = rule.update(terms, per_trajectory(partial_returns(rewards, "full")))
+        chosen.append(rule.chosen())
+        theta += lr * terms[pick, torch.arange(nS)].mean(-2).view_as(theta)
+    return env.exact_value(theta), torch.stack(chosen).double()
+
+
 def tradeoff_grid(env: ExactEnv,
                   Ns=(4, 16, 64, 256), # trajectories per step, a log grid
-                  Ks=None, # K values of "kstep" (default 1..n)
+                  Ks=None, # K values of "kstep" (default 1..n); "auto" among them: `AutoK` chooses among the others at every step
                   seeds=range(5), # one run per seed, for every N and K
                   steps: int = 50, # gradient steps per run
-                  lr: float = 2.0) -> pd.DataFrame: # columns N, K, seed, value, optimum
+                  lr: float = 2.0, # step size
+                  memory: float = 0.9, # `AutoK`'s memory (with "auto")
+                  criterion: str = "gain") -> pd.DataFrame: # `AutoK`'s criterion; columns N, K, seed, value, optimum (and chosen)
     "Gradient ascent with the empirical K-step gradient for every N, K and seed; the exact value reached, beside $J^*$."
     Ns, seeds = _check_ints(Ns, "Ns", 1), _check_ints(seeds, "seeds", 0)
-    Ks = list(range(1, env.n + 1)) if Ks is None else _check_ints(Ks, "Ks", 1)
+    Ks = list(range(1, env.n + 1)) if Ks is None else list(Ks)
+    auto, fixed = AUTO in Ks, [K for K in Ks if K != AUTO]
+    if auto: AutoK(fixed, memory, criterion)                                        # refuses fewer than two candidates, a bad memory
+    Ks = _check_ints(fixed, "Ks", 1)
     steps, lr = _check_int(steps, "steps", 1), _check_number(lr, "lr", 0, low_open=True)
-    rows, nS = [], len(seeds)
+    rows, nS, by_step = [], len(seeds), {}
     with one_thread():
         for N in Ns:
             gens = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -381,10 +406,16 @@ def tradeoff_grid(env: ExactEnv,
                 returns = torch.cat([partial_returns(rewards[k * nS:(k + 1) * nS], "kstep", K=K) for k, K in enumerate(Ks)])
                 theta += lr * env._score_sum(contexts, actions, returns / N, theta.softmax(-1))
             values = env.exact_value(theta).tolist()
-            rows += [(N, K, seed, values[k * nS + s]) for k, K in enumerate(Ks) for s, seed in enumerate(seeds)]
-    df = pd.DataFrame(rows, columns=["N", "K", "seed", "value"])
+            rows += [(N, K, seed, values[k * nS + s], math.nan) for k, K in enumerate(Ks) for s, seed in enumerate(seeds)]
+            if auto:
+                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion)
+                rows += [(N, AUTO, seed, v, c) for seed, v, c in zip(seeds, values.tolist(), chosen.mean(0).tolist())]
+                by_step[N] = chosen.mean(1).tolist()
+    df = pd.DataFrame(rows, columns=["N", "K", "seed", "value", "chosen"])
     df["optimum"] = env.optimum()
+    df = df[["N", "K", "seed", "value", "optimum"] + (["chosen"] if auto else [])]
     df.attrs.update(start=env.exact_value(env.theta0()).item(), steps=steps, lr=lr, n=env.n, env=repr(env))
+    if auto: df.attrs.update(memory=memory, criterion=criterion, chosen_by_step=by_step)    # per N: the mean K chosen at each step
     return df
 
 # %% ../nbs/02_theory.ipynb #ccb78e30
@@ -404,13 +435,24 @@ def exact_ascent(env: ExactEnv,
     return pd.Series(values, name="value").rename_axis("K")
 
 # %% ../nbs/02_theory.ipynb #7b98d0b4
+def fixed_k_rows(df: pd.DataFrame) -> pd.DataFrame:
+    "The rows of a grid with a fixed K (without `K == 'auto'`), K as integers."
+    fixed = df[df.K != AUTO]
+    fixed = fixed.astype({"K": int})
+    fixed.attrs = df.attrs
+    return fixed
+
+
 def tradeoff_table(df: pd.DataFrame) -> pd.DataFrame:
-    "Mean value over seeds, one row per N and one column per K."
-    return df.pivot_table(index="N", columns="K", values="value", aggfunc="mean")
+    "Mean value over seeds, one row per N and one column per K (the fixed K in order, then 'auto' if the grid has it)."
+    means = fixed_k_rows(df).pivot_table(index="N", columns="K", values="value", aggfunc="mean")
+    if (df.K == AUTO).any(): means[AUTO] = df[df.K == AUTO].groupby("N").value.mean()
+    return means
 
 
 def lab_tolerance(df: pd.DataFrame, rel: float = 0.01) -> pd.Series:
-    "Per N: max(standard error of the best K's mean, `rel` (J* - J(theta0))): a win smaller than this is noise."
+    "Per N: max(standard error of the best fixed K's mean, `rel` (J* - J(theta0))): a win smaller than this is noise."
+    df = fixed_k_rows(df)
     means = tradeoff_table(df)
     se = df.groupby(["N", "K"]).value.sem().unstack().fillna(0)
     scale = rel * (df.optimum.iloc[0] - df.attrs.get("start", df.value.min()))
@@ -418,13 +460,13 @@ def lab_tolerance(df: pd.DataFrame, rel: float = 0.01) -> pd.Series:
 
 
 def tradeoff_best_k(df: pd.DataFrame, rel: float = 0.01) -> pd.Series: # the best K for every N
-    "The best K per N of a grid: `ppg_nb.claims.best_k` with the lab's tolerance (`lab_tolerance`)."
-    return best_k(tradeoff_table(df), lab_tolerance(df, rel))
+    "The best fixed K per N of a grid: `ppg_nb.claims.best_k` with the lab's tolerance (`lab_tolerance`)."
+    return best_k(tradeoff_table(fixed_k_rows(df)), lab_tolerance(df, rel))
 
 
 def tradeoff_claims(df: pd.DataFrame, rel: float = 0.01) -> dict:
-    "The paper's three claims on a grid (`ppg_nb.claims.paper_claims`; the best-K curve with the lab's tolerance)."
-    means, n = tradeoff_table(df), df.attrs.get("n")
+    "The paper's three claims on a grid's fixed K (`ppg_nb.claims.paper_claims`; the best-K curve with the lab's tolerance)."
+    means, n = tradeoff_table(fixed_k_rows(df)), df.attrs.get("n")
     if 1 not in means.columns or n is None or means.columns.max() < n:
         raise ValueError(f"the grid needs K = 1 and a K >= n (full planning); got Ks {list(means.columns)} for n = {n}")
     return paper_claims(means, lab_tolerance(df, rel))

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
+from .autok import AUTO, AutoK
 from .core import check_policy, partial_returns, policy_label
 from .data import Conversation
 from .personas import derive_seed
@@ -34,8 +35,8 @@ from .render import (Advantages, Batch, EncodeStats, check_conversations, collat
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
            'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler',
            'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
-           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'peak_memory_mb',
-           'train']
+           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
+           'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
 def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
@@ -115,7 +116,12 @@ class TrainConfig:
                                    "split into windows (ppg_nb.render truncation policy)")
     # --- policy class ---
     policy: str = _field("kstep", "credit sets R_t: 'full', 'greedy', 'kstep' or 'segment' (ppg_nb.core)")
-    K: int | None = _field(None, "lookahead of 'kstep' (R_t = {t, ..., t+K-1}); None: 2")
+    K: int | str | None = _field(None, "lookahead of 'kstep' (R_t = {t, ..., t+K-1}); 'auto': chosen at every step among "
+                                       "`auto_candidates` (ppg_nb.autok.AutoK on sketched per-turn score terms); None: 2")
+    auto_candidates: list[int] = _field([1, 2, 3, 4, 5, 10], "K='auto': the lookaheads it chooses among (a K at least the "
+                                                             "conversation length is full planning)")
+    auto_memory: float = _field(0.9, "K='auto': weight of earlier steps' statistics in the rule (ppg_nb.autok.AutoK memory)")
+    auto_sketch: int = _field(16, "K='auto': each per-turn score term is sketched to auto_sketch**2 numbers (`AutoCredit`)")
     segment_length: int | None = _field(None, "segment length of 'segment' (or give segment_boundaries)")
     segment_boundaries: list[int] | None = _field(None, "interior cut points of 'segment', e.g. [3, 7]")
     gamma: float = _field(1.0, "discount inside R_t")
@@ -184,7 +190,7 @@ class TrainConfig:
 @patch(as_prop=True)
 def policy_params(c: TrainConfig) -> dict:
     "The keyword arguments of the policy class (`ppg_nb.core.partial_returns`), e.g. `{'K': 2}`."
-    if c.policy == "kstep": return {"K": 2 if c.K is None else c.K}
+    if c.policy == "kstep": return {"K": 2 if c.K is None else c.K}    # K may be 'auto' (`AutoCredit` turns it into a number)
     if c.policy == "segment":
         return {"length": c.segment_length} if c.segment_length is not None else {"boundaries": c.segment_boundaries}
     return {}
@@ -213,7 +219,13 @@ def validate(c: TrainConfig) -> TrainConfig:
     check_policy(c.policy, {})
     if c.K is not None:
         need(c.policy == "kstep", f"K is the lookahead of policy 'kstep'; policy {c.policy!r} does not take it (drop K)")
-        integer("K", 1)
+        if c.K != AUTO: integer("K", 1)
+    if c.K == AUTO:
+        AutoK(c.auto_candidates, c.auto_memory)               # two or more distinct integer K >= 1, memory in [0, 1)
+        integer("auto_sketch", 2)
+        need(c.batch_size >= 2, f"K='auto' estimates a variance from each batch: batch_size must be >= 2, got {c.batch_size}")
+        need(c.resolved_mode == "offline" or c.online_batch >= 2,
+             f"K='auto' estimates a variance from each batch: online_batch must be >= 2, got {c.online_batch}")
     if c.policy == "segment":
         need((c.segment_length is None) != (c.segment_boundaries is None),
              "policy 'segment' needs exactly one of segment_length or segment_boundaries")
@@ -491,12 +503,77 @@ def minibatches(n: int, batch_size: int) -> list[list[int]]:
     k = math.ceil(n / batch_size)
     return [list(range(i, n, k)) for i in range(k)]
 
+# %% ../nbs/10_train.ipynb #28eee915
+class AutoCredit:
+    "K='auto' in the trainer: candidates' returns, the sketch of per-turn score terms, and the `AutoK` rule."
+    def __init__(self, config: TrainConfig, vocab_size: int, hidden_size: int, device):
+        self.config, self.candidates = config, list(config.auto_candidates)
+        self.rule = AutoK(self.candidates, config.auto_memory)
+        self.K = 2 if 2 in self.candidates else min(self.candidates)       # until the rule has seen a batch
+        self.advantages = Advantages("batch" if config.baseline is not None else None, config.normalize_advantages)
+        r, gen = config.auto_sketch, torch.Generator().manual_seed(derive_seed(config.seed, 0, 0, 11) % 2 ** 31)
+        self.project_vocab = (torch.randn(vocab_size, r, generator=gen) / r ** 0.5).to(device)
+        self.project_hidden = (torch.randn(hidden_size, r, generator=gen) / r ** 0.5).to(device)
+        self.returns, self.last = None, {}
+
+    def credit(self, conversations) -> None:
+        "The partial returns of every candidate and of full planning for these conversations (offline: once; online: per batch)."
+        c = self.config
+        self.returns = {K: conversation_returns(conversations, "kstep", c.gamma, K=K) for K in self.candidates}
+        self.returns["full"] = conversation_returns(conversations, "full", c.gamma)
+
+    @torch.no_grad()
+    def turn_sketches(self, logits, hidden, batch: Batch) -> torch.Tensor:
+        "`(B, J, r*r)`: each turn's sketched output-layer score term, with the loss's token weights."
+        mask = batch.turn_of_target >= 0
+        rows, _ = mask.nonzero(as_tuple=True)
+        turn, targets = batch.turn_of_target[mask], batch.input_ids[:, 1:][mask]
+        p = logits[:, :-1][mask].float().softmax(-1)                                     # (M, V)
+        u = self.project_vocab[targets] - p @ self.project_vocab                         # R_V^T (e_y - p), (M, r)
+        v = hidden[:, :-1][mask].float() @ self.project_hidden                           # R_H^T h, (M, r)
+        phi = (u[:, :, None] * v[:, None, :]).flatten(1)                                 # (M, r*r)
+        J = batch.turn_returns.shape[1]
+        if self.config.normalize == "token": weight = torch.full_like(turn, 1.0 / len(turn), dtype=phi.dtype)
+        else:
+            count = torch.zeros(len(batch.input_ids), J, device=phi.device).index_put_((rows, turn), torch.ones_like(phi[:, 0]), accumulate=True)
+            weight = 1.0 / (count[rows, turn] * (count > 0).sum())
+        out = torch.zeros(len(batch.input_ids), J, phi.shape[1], dtype=phi.dtype, device=phi.device)
+        return out.index_put_((rows, turn), phi * weight[:, None], accumulate=True)
+
+    def observe(self, logits, hidden, batch: Batch, accelerator) -> None:
+        "Fold one forward pass into the rule; the K of the next step."
+        sketches = self.turn_sketches(logits, hidden, batch).double()                   # (B, J, d)
+        def terms(key):
+            G = self.returns[key].to(sketches.device)[batch.conv_index] * batch.turn_mask
+            return torch.einsum("bj,bjd->bd", self.advantages(G, batch.turn_mask).double(), sketches)
+        candidates, reference = torch.stack([terms(K) for K in self.candidates]), terms("full")
+        if accelerator.num_processes > 1:                                              # every process makes the same choice
+            candidates = accelerator.gather(candidates.transpose(0, 1).contiguous()).transpose(0, 1)
+            reference = accelerator.gather(reference)
+        pick = int(self.rule.update(candidates.cpu(), reference.cpu()))
+        self.K = self.candidates[pick]
+        self.last = {"auto/next_K": self.K, "auto/score": self.rule.score.tolist(), "auto/alignment": self.rule.alignment.tolist(),
+                     "auto/power": self.rule.power.tolist()}
+
+    def state_dict(self) -> dict:
+        "The rule's pooled statistics and the current K (JSON-able, exact: float64 values)."
+        sums = None if self.rule._sums is None else {k: v.tolist() if torch.is_tensor(v) else v for k, v in self.rule._sums.items()}
+        return {"K": self.K, "sums": sums}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.K = state["K"]
+        self.rule._sums = None if state["sums"] is None else {
+            k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in state["sums"].items()}
+
 # %% ../nbs/10_train.ipynb #8be5e203
-def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float):
-    "Forward, loss, backward of one (micro-)batch; the loss and the detached log-probs of its targets."
+def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float,
+              auto: AutoCredit | None = None):
+    "Forward, loss, backward of one (micro-)batch; the loss and the detached log-probs of its targets (`auto` sees the forward)."
     mask = batch.turn_of_target >= 0
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=auto is not None)
+    logits = out.logits                                                                    # (B, T, V)
     logprobs = token_logprobs(logits, batch.input_ids, mask)                              # (B, T-1)
+    if auto is not None: auto.observe(logits.detach(), out.hidden_states[-1].detach(), batch, accelerator)
     loss = ppg_loss(logprobs, batch.turn_of_target, advantages, config.normalize, batch.sampled_logprobs, config.clip)
     accelerator.backward(loss * scale)
     return loss.item(), logprobs.detach()
@@ -510,8 +587,10 @@ def _update(model, params, optimizer, scheduler, config, accelerator) -> float |
     return norm
 
 # %% ../nbs/10_train.ipynb #d9ca23ee
-def _offline_step(step, model, params, optimizer, scheduler, examples, returns, adv_fn, pad_id, config, accelerator) -> dict:
-    "One offline PPG optimiser step over `grad_accum` micro-batches of logged data."
+def _offline_step(step, model, params, optimizer, scheduler, examples, returns, adv_fn, pad_id, config, accelerator,
+                  auto: AutoCredit | None = None) -> dict:
+    "One offline PPG optimiser step over `grad_accum` micro-batches of logged data (K='auto': the returns of `auto.K`)."
+    if auto is not None: returns, K = auto.returns[auto.K], auto.K
     batches = [collate([examples[i] for i in batch_indices(len(examples), config.batch_size, step * config.grad_accum + m,
                                                            config.seed, accelerator.num_processes, accelerator.process_index)],
                        pad_id, returns).to(accelerator.device) for m in range(config.grad_accum)]
@@ -520,12 +599,13 @@ def _offline_step(step, model, params, optimizer, scheduler, examples, returns, 
     for m, (batch, adv) in enumerate(zip(batches, advantages.split([len(b.conv_index) for b in batches]))):
         sync = m == config.grad_accum - 1 or accelerator.num_processes == 1
         with nullcontext() if sync else accelerator.no_sync(model):
-            losses.append(_backward(model, batch, adv, config, accelerator, 1 / config.grad_accum)[0])
+            losses.append(_backward(model, batch, adv, config, accelerator, 1 / config.grad_accum, auto)[0])
     norm = _update(model, params, optimizer, scheduler, config, accelerator)
     returns_seen = torch.cat([b.turn_returns for b in batches]).sum() / torch.cat([b.turn_mask for b in batches]).sum().clamp(min=1)
     return {"train/loss": float(np.mean(losses)), "train/grad_norm": norm,
             "train/tokens": sum(int(b.attention_mask.sum()) for b in batches),
-            "train/agent_tokens": sum(b.n_tokens for b in batches), "train/mean_return": float(returns_seen)}
+            "train/agent_tokens": sum(b.n_tokens for b in batches), "train/mean_return": float(returns_seen),
+            **({"auto/K": K, **auto.last} if auto is not None else {})}
 
 # %% ../nbs/10_train.ipynb #16f3e6bb
 def _check_rollouts(examples, max_length: int) -> None:
@@ -556,14 +636,17 @@ def _online_rollouts(step, model, tok, config, accelerator, judge, logged) -> tu
     return convs, examples, generate_s
 
 
-def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator, judge=None, logged=None) -> dict:
+def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator, judge=None, logged=None,
+                 auto: AutoCredit | None = None) -> dict:
     "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
     from ppg_nb.evaluate import persona_consistency
     t0 = time.perf_counter()
     convs, examples, generate_s = _online_rollouts(step, model, tok, config, accelerator, judge, logged)  # 1. rollout; 2. judge
     _check_rollouts(examples, config.max_length)
     t1 = time.perf_counter()
-    returns = conversation_returns(convs, config.policy, config.gamma, **config.policy_params)  # 3. credit G_t
+    credit = config.policy_params if auto is None else {"K": auto.K}                         # K='auto': the rule's K
+    returns = conversation_returns(convs, config.policy, config.gamma, **credit)              # 3. credit G_t
+    if auto is not None: auto.credit(convs)
     whole = collate(examples, tok.pad_token_id, returns)
     advantages = adv_fn(whole.turn_returns, whole.turn_mask).to(accelerator.device)           # 4. once per rollout batch
     parts = minibatches(len(examples), config.batch_size)
@@ -571,7 +654,7 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
     losses, norms, deviations = [], [], []
     for epoch in range(config.ppo_epochs):                                                    # 5. loss and update
         for part, batch in zip(parts, batches):
-            loss, logprobs = _backward(model, batch, advantages[part], config, accelerator, 1.0)
+            loss, logprobs = _backward(model, batch, advantages[part], config, accelerator, 1.0, auto if epoch == 0 else None)
             deviations.append(ratio_deviation(logprobs, batch.sampled_logprobs, batch.turn_of_target >= 0))
             losses.append(loss); norms.append(_update(model, params, optimizer, scheduler, config, accelerator))
     return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1],                # 6. log
@@ -581,7 +664,7 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
             "train/max_ratio_dev": max(deviations),
             "train/generated_tokens": sum(sum(t >= 0 for t in ex.turn_of_token) for ex in examples),
             "time/generate_s": generate_s, "time/score_s": t1 - t0 - generate_s,
-            "time/update_s": time.perf_counter() - t1}
+            "time/update_s": time.perf_counter() - t1, **({"auto/K": credit["K"], **auto.last} if auto is not None else {})}
 
 # %% ../nbs/10_train.ipynb #e734b07b
 def _evaluate(model, tok, config, judge=None) -> dict:
@@ -619,6 +702,7 @@ class _Run:
     eval_conversations: list | None = None # `eval_data`: labelled held-out conversations
     logged: list | None = None # partner='logged': the conversations whose partner lines online rollouts replay
     judge: object | None = None # `config.judge`, loaded (None: the simulator's rule judge)
+    auto: AutoCredit | None = None # K='auto': the rule and its statistics
     stats: EncodeStats = field(default_factory=EncodeStats)
     state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
     loop_time: float = 0.0
@@ -652,7 +736,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     examples, returns, stats = None, None, EncodeStats()
     if offline:
         examples, stats = encode_conversations(conversations, tok, config.max_length)
-        returns = conversation_returns(conversations, config.policy, config.gamma, **config.policy_params)  # (N, J)
+        if config.K != AUTO: returns = conversation_returns(conversations, config.policy, config.gamma, **config.policy_params)  # (N, J)
         batch_indices(len(examples), config.batch_size, 0, config.seed, world, rank)  # refuses too little data
         per_epoch = len(examples) // (config.batch_size * world)
         total = updates = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
@@ -666,11 +750,16 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, Advantages(config.baseline, config.normalize_advantages),
                total, str(base), examples=examples, returns=returns, stats=stats,
                state={"step": 0, "history": [], "evals": {}})
+    if config.K == AUTO:
+        net = accelerator.unwrap_model(model)
+        run.auto = AutoCredit(config, net.get_output_embeddings().weight.shape[0], net.config.hidden_size, accelerator.device)
+        if offline: run.auto.credit(conversations)
     checkpoint_hooks(accelerator, model, run.state)
     if ckpt is not None:
         accelerator.load_state(str(ckpt))  # adapter, state.json, optimiser, RNG states
         scheduler.load_state_dict(run.state["scheduler"])
         run.adv_fn.load_state_dict(run.state["advantages"])
+        if run.auto is not None: run.auto.load_state_dict(run.state["auto"])
     existing = [checkpoint_index(c) for c in (out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]")]
     accelerator.project_configuration.iteration = max(existing, default=-1) + 1  # the next checkpoint's number
     return run
@@ -679,7 +768,8 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
 def _checkpoint(run: _Run) -> None:
     "Save the run's state (all processes take part: each saves its RNG state)."
     run.accelerator.wait_for_everyone()
-    run.state.update(config=asdict(run.config), scheduler=run.scheduler.state_dict(), advantages=run.adv_fn.state_dict())
+    run.state.update(config=asdict(run.config), scheduler=run.scheduler.state_dict(), advantages=run.adv_fn.state_dict(),
+                     **({"auto": run.auto.state_dict()} if run.auto is not None else {}))
     run.accelerator.save_state()
     run.accelerator.wait_for_everyone()
 
@@ -705,10 +795,10 @@ def _loop(run: _Run, callback=None) -> None:
             torch.manual_seed(derive_seed(config.seed, step, accelerator.process_index, 7))
             if run.examples is not None:
                 record = _offline_step(step, run.model, run.params, run.optimizer, run.scheduler, run.examples, run.returns,
-                                       run.adv_fn, run.tok.pad_token_id, config, accelerator)
+                                       run.adv_fn, run.tok.pad_token_id, config, accelerator, run.auto)
             else:
                 record = _online_step(step, run.model, run.params, run.optimizer, run.scheduler, run.tok, run.adv_fn, config,
-                                      accelerator, run.judge, run.logged)
+                                      accelerator, run.judge, run.logged, run.auto)
             state["step"] = step = step + 1; complete = True
             dt = time.perf_counter() - t0
             run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes

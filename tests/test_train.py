@@ -266,3 +266,45 @@ def test_the_real_smollm2_model_trains_online_against_logged_partners(tmp_path, 
     assert saved["label_shift"]["n_lines"] == 20
     log = [json.loads(line) for line in (tmp_path / "online" / "log.jsonl").read_text().splitlines()]
     assert log[0]["train/first_ratio_dev"] <= 1e-4 and log[0]["train/generated_tokens"] > 0
+
+
+def test_k_auto_is_refused_where_it_cannot_work():
+    from ppg_nb.train import TrainConfig
+    with pytest.raises(ValueError, match="K is the lookahead of policy 'kstep'"): TrainConfig(policy="full", K="auto")
+    with pytest.raises(ValueError, match="at least two distinct candidate K"): TrainConfig(K="auto", auto_candidates=[2])
+    with pytest.raises(ValueError, match="integer K >= 1"): TrainConfig(K="auto", auto_candidates=[0, 2])
+    with pytest.raises(ValueError, match="batch_size must be >= 2"): TrainConfig(K="auto", batch_size=1)
+    with pytest.raises(ValueError, match="online_batch must be >= 2"): TrainConfig(K="auto", online_batch=1)
+    with pytest.raises(ValueError, match="K must be an integer >= 1"): TrainConfig(K="sometimes")
+
+
+def test_k_auto_chooses_logs_and_resumes_exactly(tmp_path, base_dir):
+    "K='auto' picks among its candidates every step, logs the scores behind the pick, and resumes bit-exactly (CPU)."
+    from ppg_nb.train import train
+    kw = dict(K="auto", auto_candidates=[1, 2, 3], max_steps=4, n_turns=3)
+    whole = train(_config(tmp_path, "whole", **kw))
+    steps = [r for r in whole.history if "train/loss" in r]
+    assert [r["auto/K"] for r in steps][0] == 2                               # the first step, before any statistics
+    assert all(r["auto/K"] in (1, 2, 3) and len(r["auto/score"]) == 3 for r in steps)
+    assert [r["auto/K"] for r in steps[1:]] == [r["auto/next_K"] for r in steps[:-1]]   # the pick is used the next step
+    assert json.loads((tmp_path / "whole" / "result.json").read_text())["K"] == "auto"
+
+    def stop_at_2(step, record):
+        if step == 2: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, "cut", **kw), callback=stop_at_2)
+    resumed = train(_config(tmp_path, "cut", resume_from=str(tmp_path / "cut"), **kw))
+    assert [r["auto/K"] for r in resumed.history] == [r["auto/K"] for r in whole.history]
+    assert [r["auto/score"] for r in resumed.history] == [r["auto/score"] for r in whole.history]
+    a, b = _adapter(tmp_path / "whole"), _adapter(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_k_auto_online_and_from_the_command_line(tmp_path, base_dir):
+    from ppg_nb.cli import main
+    code = main(["train", "--K", "auto", "--auto-candidates", "1", "3", "--mode", "online", "--online-batch", "4", "--batch-size", "4",
+                 "--n-turns", "3", "--max-steps", "2", "--max-new-tokens", "12", "--eval-personas", "0", "--lora-r", "4",
+                 "--base-conversations", "48", "--base-steps", "4", "--no-progress", "--output", str(tmp_path / "cli")])
+    assert code == 0
+    log = [json.loads(line) for line in (tmp_path / "cli" / "log.jsonl").read_text().splitlines()]
+    assert [r["auto/K"] for r in log][0] == 1 and all(r["auto/K"] in (1, 3) for r in log)   # 2 is not a candidate: the smallest
