@@ -101,7 +101,7 @@ class TrainConfig:
     lora_dropout: float = _field(0.0, "dropout on the LoRA input (0.05 for 8B models)")
     lora_targets: list[str] | None = _field(None, "module names to adapt; None: the architecture's default (ppg_nb.model.LORA_TARGETS)")
     gradient_checkpointing: bool = _field(False, "recompute activations in backward (long sequences on GPU)")
-    mixed_precision: str = _field("no", "'no' (float32), 'bf16' or 'fp16': autocast through accelerate (bf16 speeds up LoRA steps on CPUs with bf16 support; online rollouts' log-probs then carry bf16 rounding)")
+    mixed_precision: str = _field("no", "'no' (float32), 'bf16' or 'fp16': autocast through accelerate (bf16 speeds up LoRA steps on CPUs with native bf16, AVX512-BF16 or AMX, and slows them down many times on CPUs without it; online rollouts' log-probs then carry bf16 rounding)")
     attn_implementation: str | None = _field(None, "e.g. 'sdpa' or 'flash_attention_2'; None: transformers' choice")
     # --- data ---
     domain: str = _field("education", "synthetic domain of ppg_nb.personas: logged data (if `data` is None) and evaluation")
