@@ -244,7 +244,7 @@ def run_judge(args) -> int:
 def _add_real_arguments(parser):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="quick mode: the shared sample files, two methods, one seed, two steps (minutes; what CI runs)")
+                      help="quick mode: the shared sample files, two methods, one seed, one step (minutes; what CI runs)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="full mode: a whole education file, greedy, K=2, K=3 and full, three seeds (ppg_nb.real.REAL_FULL)")
     parser.set_defaults(mode="quick")

@@ -56,7 +56,7 @@ class RealSpec:
 
 REAL_FULL = RealSpec("full", train_file="education__gemma-2-2b-it_len_10.json", unseen_file="education__mistral-instruct_len_10.json")
 REAL_QUICK = RealSpec("quick", train_file="chatting_sample.json", unseen_file="education_sample.json", held_out=0.25,
-                      unseen_conversations=2, methods=("greedy", "full"), seeds=(0,), epochs=1.0, max_steps=2, batch_size=2, lr=1e-3,
+                      unseen_conversations=2, methods=("greedy", "full"), seeds=(0,), epochs=1.0, max_steps=1, batch_size=2, lr=1e-3,
                       mixed_precision="no")  # float32: CPUs without bf16 instructions emulate bf16 ~80x slower
 
 # %% ../nbs/15_real.ipynb #6d211bfd

@@ -255,15 +255,18 @@ def test_the_real_smollm2_model_trains_offline_on_real_dialogues(tmp_path, cache
 @needs_shared
 def test_the_real_smollm2_model_trains_online_against_logged_partners(tmp_path, cache_env):
     "Online PPG on SmolLM2: it writes the student's lines of real dialogues, a zero-shot judge scores them, PC is judged before and after."
+    from ppg_nb.train import TrainConfig, load_data
     sample = str(SHARED / "education_sample.json")
+    one = tmp_path / "one_conversation.jsonl"                            # the judged PC replays it: one conversation keeps it quick
+    save_conversations(load_data(TrainConfig(model="embedded"), sample)[0][:1], one)
     cmd = [sys.executable, "-m", "ppg_nb", "train", "--model", "smollm2-135m-instruct", "--mode", "online", "--partner", "logged",
-           "--data", sample, "--eval-data", sample, "--judge", "zero-shot:smollm2-135m-instruct", "--online-batch", "2",
+           "--data", sample, "--eval-data", str(one), "--judge", "zero-shot:smollm2-135m-instruct", "--online-batch", "2",
            "--batch-size", "2", "--max-steps", "1", "--max-new-tokens", "12", "--no-progress", "--output", str(tmp_path / "online")]
     done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads((tmp_path / "online" / "result.json").read_text())
     assert 0 <= saved["pc_before"] <= 1 and 0 <= saved["pc_after"] <= 1 and len(saved["pc_by_turn_before"]) == 5
-    assert saved["label_shift"]["n_lines"] == 20
+    assert saved["label_shift"]["n_lines"] == 5
     log = [json.loads(line) for line in (tmp_path / "online" / "log.jsonl").read_text().splitlines()]
     assert log[0]["train/first_ratio_dev"] <= 1e-4 and log[0]["train/generated_tokens"] > 0
 
