@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .autok import AUTO
 from .claims import CLAIMS, best_k, paper_claims
 from .personas import DOMAINS
 from .train import EMBEDDED, TrainConfig, config_differences, train
 
 # %% auto #0
 __all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'COLUMNS', 'method_config', 'scaling_method',
-           'ExperimentSpec', 'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'versions', 'open_output',
-           'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table', 'format_table',
-           'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure', 'scaling_figure',
-           'best_k_figure', 'length_figure', 'Results', 'load_results']
+           'ExperimentSpec', 'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows',
+           'versions', 'open_output', 'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table',
+           'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure',
+           'scaling_figure', 'best_k_figure', 'length_figure', 'Results', 'load_results']
 
 # %% ../nbs/13_experiments.ipynb #159275b7
 SEGMENT_LENGTH = 3  # turns per segment of the `segment` method
@@ -43,6 +44,7 @@ METHODS: dict[str, dict | None] = {
     **{f"kstep-{k}": dict(policy="kstep", K=k) for k in range(2, 6)},
     "segment": dict(policy="segment", segment_length=SEGMENT_LENGTH),
     "ppo": dict(mode="online", policy="full", clip=0.2, ppo_epochs=PPO_EPOCHS),
+    "auto": dict(policy="kstep", K="auto"),  # K chosen at every step from the batch (`ppg_nb.autok`, `TrainConfig.K`)
 }
 _KSTEP = re.compile(r"kstep-([0-9]+)")
 
@@ -98,6 +100,7 @@ class ExperimentSpec:
     n_turns: int = 10 # agent turns per conversation in the main table and the scaling study
     Ns: tuple = (16, 64, 256, 1024) # scaling study: numbers of training conversations
     Ks: tuple = (1, 2, 3, 4, 5) # scaling study: lookaheads (K = 1 and K = n_turns, full planning, are always added)
+    scaling_auto: bool = True # scaling study: also K='auto' at every N (rows with K == 'auto')
     lengths: tuple = (10, 20, 40, 60) # length study: conversation lengths in agent turns (train and evaluate)
     length_methods: tuple = ("base", "greedy", "kstep-2", "kstep-3", "kstep-5", "full") # methods of the length study
     length_domains: tuple | None = None # domains of the length study (None: all `domains`)
@@ -122,6 +125,7 @@ class ExperimentSpec:
         self.n_train, self.n_turns = _ints(self.n_train, "n_train", 1)[0], _ints(self.n_turns, "n_turns", 1)[0]
         self.length_N = _ints(self.n_train if self.length_N is None else self.length_N, "length_N", 1)[0]
         self.Ns, self.Ks, self.lengths = _ints(self.Ns, "Ns", 1), _ints(self.Ks, "Ks", 1), _ints(self.lengths, "lengths", 1)
+        if not isinstance(self.scaling_auto, bool): raise ValueError(f"ExperimentSpec: scaling_auto must be True or False, got {self.scaling_auto!r}")
         if max(self.Ks) > self.n_turns: raise ValueError(f"ExperimentSpec: Ks must be <= n_turns = {self.n_turns}, got {self.Ks}")
         self.eval_personas = _ints(self.eval_personas, "eval_personas", 1)[0]
         self.n_samples = _ints(self.n_samples, "n_samples", 0)[0]
@@ -163,7 +167,7 @@ QUICK = ExperimentSpec(
     train_overrides=dict(base_conversations=300, base_steps=60, max_new_tokens=32, lora_r=8))
 
 FULL = ExperimentSpec(
-    "full", domains=("education", "chatting"), seeds=(0, 1, 2), n_train=320, n_turns=10, Ns=(128, 320, 768), Ks=(1, 2, 3),
+    "full", domains=("education", "chatting"), methods=tuple(METHODS), seeds=(0, 1, 2), n_train=320, n_turns=10, Ns=(128, 320, 768), Ks=(1, 2, 3),
     lengths=(10, 20, 40), length_methods=("base", "kstep-2", "full"), length_domains=("education",),
     length_N=128, eval_personas=64, n_samples=2)
 
@@ -203,14 +207,14 @@ def plan(spec: ExperimentSpec) -> pd.DataFrame:
             rows += [dict(study="table", domain=d, method=m, N=spec.n_train, n_turns=spec.n_turns, seed=s) for m in spec.methods]
     for s in spec.seeds:
         for d in spec.domains:
-            rows += [dict(study="scaling", domain=d, method=scaling_method(K, spec.n_turns), K=K, N=N, n_turns=spec.n_turns,
-                          seed=s) for N in spec.Ns for K in spec.scaling_Ks]
+            rows += [dict(study="scaling", domain=d, method="auto" if K == AUTO else scaling_method(K, spec.n_turns), K=K, N=N, n_turns=spec.n_turns,
+                          seed=s) for N in spec.Ns for K in spec.scaling_Ks + ((AUTO,) if spec.scaling_auto else ())]
     for s in spec.seeds:
         for d in spec.length_domains:
             rows += [dict(study="length", domain=d, method=m, N=spec.length_N, n_turns=L, seed=s)
                      for L in spec.lengths for m in spec.length_methods]
     df = pd.DataFrame(rows, columns=["study", "domain", "method", "K", "N", "n_turns", "seed"])
-    df["K"] = df.K.astype("Int64")
+    df["K"] = df.K.astype(object).where(df.K.notna(), None)  # an integer, 'auto', or None outside the scaling study
     df["run"] = [run_name(*r) for r in zip(df.domain, df.method, df.N, df.n_turns, df.seed)]
     return df
 
@@ -227,12 +231,21 @@ def plan_text(spec: ExperimentSpec) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/13_experiments.ipynb #5dafbdf3
-COLUMNS = {"table": ("domain", "method", "seed", "N", "pc", "seconds"),
-           "scaling": ("domain", "N", "K", "seed", "pc"),
+COLUMNS = {"table": ("domain", "method", "seed", "N", "pc", "seconds", "chosen"),
+           "scaling": ("domain", "N", "K", "seed", "pc", "chosen"),
            "length": ("domain", "method", "N", "n_turns", "seed", "pc")}
 _KEYS = {"table": ("domain", "method", "seed", "N"), "scaling": ("domain", "N", "K", "seed"),
          "length": ("domain", "method", "N", "n_turns", "seed")}
-_TYPES = {"domain": str, "method": str, "seed": int, "N": int, "K": int, "n_turns": int, "pc": float, "seconds": float}
+
+
+def _lookahead(value) -> int | str:
+    "A scaling row's K: an integer lookahead, or 'auto'."
+    return AUTO if value == AUTO else int(value)
+
+
+_TYPES = {"domain": str, "method": str, "seed": int, "N": int, "K": _lookahead, "n_turns": int, "pc": float, "seconds": float,
+          "chosen": float}
+_OPTIONAL = {"chosen": math.nan}  # columns a row may leave out: K='auto' runs fill `chosen`, the mean K they chose
 
 
 class ResultsCSV:
@@ -260,14 +273,28 @@ class ResultsCSV:
         with self.path.open("a", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             if new: w.writerow(self.columns)
-            w.writerow([repr(float(row[c])) if _TYPES[c] is float else row[c] for c in self.columns])
+            values = [row[c] if c in row else _OPTIONAL[c] for c in self.columns]
+            w.writerow([repr(float(v)) if _TYPES[c] is float else v for c, v in zip(self.columns, values)])
             f.flush(); os.fsync(f.fileno())
         self.done.add(self.key(row))
 
     def frame(self) -> pd.DataFrame:
-        "The rows written so far."
-        if not self.path.exists(): return pd.DataFrame({c: pd.Series(dtype=_TYPES[c]) for c in self.columns})
-        return pd.read_csv(self.path, dtype={c: _TYPES[c] for c in self.columns})
+        "The rows written so far (a scaling file's K: integers and 'auto')."
+        dtypes = {c: object if _TYPES[c] is _lookahead else _TYPES[c] for c in self.columns}
+        if not self.path.exists(): return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+        df = pd.read_csv(self.path, dtype={c: str if t is object else t for c, t in dtypes.items()})
+        if "K" in df: df["K"] = df.K.map(_lookahead).astype(object)
+        return df
+
+
+def fixed_k(scaling: pd.DataFrame) -> pd.DataFrame:
+    "The scaling rows with a fixed lookahead (without K == 'auto'), K as integers."
+    return scaling[scaling.K != AUTO].astype({"K": int})
+
+
+def auto_rows(scaling: pd.DataFrame) -> pd.DataFrame:
+    "The scaling rows of K = 'auto' (their `chosen` column: the mean K chosen over the run's steps)."
+    return scaling[scaling.K == AUTO].reset_index(drop=True)
 
 # %% ../nbs/13_experiments.ipynb #74b456dd
 def versions() -> dict:
@@ -447,7 +474,8 @@ def _run_study(self: _Runner, study: str) -> pd.DataFrame:
             saved, how = self.trained_run(r.domain, r.method, r.N, r.n_turns, r.seed, samples=study != "length"
                                           and r.seed == self.spec.seeds[0])
             pc, seconds = saved["pc_after"], saved["seconds"]
-        f.append(dict(r._asdict(), pc=pc, seconds=seconds))
+        chosen = float(np.mean(saved["chosen_K"])) if r.method != "base" and saved.get("chosen_K") else math.nan
+        f.append(dict(r._asdict(), pc=pc, seconds=seconds, chosen=chosen))
         self.log(f"[{study} {i}/{len(todo)}] {r.domain} {r.method} N={r.N} T={r.n_turns} seed={r.seed}: PC {pc:.3f} "
                  f"({how}, {time.time() - t0:.0f} s; {time.time() - self.started:.0f} s in all)")
     return f.frame()
@@ -634,10 +662,11 @@ def _per_domain(domains: list, title: str, height: int = 360) -> go.Figure:
     return fig
 
 
-def scaling_figure(scaling: pd.DataFrame, # scaling.csv rows
+def scaling_figure(scaling: pd.DataFrame, # scaling.csv rows (K = 'auto' rows: a dashed black line)
                    title: str = "") -> go.Figure:
     "Figure 3 analog: PC vs the number of training conversations N (log scale), one line per K, one panel per domain."
     domains = list(dict.fromkeys(scaling.domain))
+    auto, scaling = _mean_se(auto_rows(scaling), ["domain", "N"]), fixed_k(scaling)
     Ks = sorted(scaling.K.unique().tolist())
     stats = _mean_se(scaling, ["domain", "K", "N"])
     fig = _per_domain(domains, title)
@@ -650,6 +679,11 @@ def scaling_figure(scaling: pd.DataFrame, # scaling.csv rows
             fig.add_trace(go.Scatter(x=g.N.tolist(), y=g["mean"].tolist(), error_y=dict(type="data", array=g.se.fillna(0).tolist()),
                                      mode="lines+markers", name=label, legendgroup=label, showlegend=col == 1,
                                      line=dict(color=_k_color(K, Ks))), row=1, col=col)
+        g = auto[auto.domain == domain]
+        if not g.empty:
+            fig.add_trace(go.Scatter(x=g.N.tolist(), y=g["mean"].tolist(), error_y=dict(type="data", array=g.se.fillna(0).tolist()),
+                                     mode="lines+markers", name="auto", legendgroup="auto", showlegend=col == 1,
+                                     line=dict(color="black", dash="dash")), row=1, col=col)
         fig.update_xaxes(type="log", title_text="N (training conversations)", row=1, col=col)
     fig.update_yaxes(title_text="persona consistency", row=1, col=1)
     return fig
@@ -689,12 +723,13 @@ def length_figure(length: pd.DataFrame, # length.csv rows
 # %% ../nbs/13_experiments.ipynb #c517ff1d
 @dataclass
 class Results:
-    "A results folder: its mode, meta.json and the three studies."
+    "A results folder: its mode, meta.json and the three studies (the scaling study's fixed K and `auto` apart)."
     path: Path # the folder
     mode: str # meta.json's mode
     meta: dict = field(repr=False) # meta.json
     table: pd.DataFrame = field(repr=False) # table.csv (empty if absent)
-    scaling: pd.DataFrame = field(repr=False) # scaling.csv
+    scaling: pd.DataFrame = field(repr=False) # scaling.csv's fixed-K rows (K an integer)
+    auto: pd.DataFrame = field(repr=False) # scaling.csv's K = 'auto' rows (`chosen`: the mean K of each run)
     length: pd.DataFrame = field(repr=False) # length.csv
 
     @property
@@ -711,4 +746,5 @@ def load_results(path, # a folder written by `run_experiments`
     if mode is not None and meta.get("mode") != mode:
         raise ValueError(f"{path} holds {meta.get('mode')!r} results, not {mode!r}")
     frames = {s: ResultsCSV(path / f"{s}.csv", s).frame() for s in COLUMNS}
-    return Results(path, meta["mode"], meta, **frames)
+    scaling = frames.pop("scaling")
+    return Results(path, meta["mode"], meta, scaling=fixed_k(scaling), auto=auto_rows(scaling), **frames)

@@ -437,11 +437,12 @@ class TrainResult:
     tokens_per_s: float = 0.0 # training tokens per second (all processes), loop only
     base_model: str = "" # the base model's name or directory
     peak_memory_mb: float = 0.0 # peak memory: the process's resident set on CPU, allocated GPU memory on CUDA (`peak_memory_mb`)
+    chosen_K: list | None = field(default=None, repr=False) # K='auto': the lookahead of every optimiser step
     label_shift: dict | None = None # with `eval_data`: the judge-free measure (`label_auc`, `n_lines`, ...; `ppg_nb.evaluate.label_shift`)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("pc_before", "pc_after", "steps", "seconds", "tokens_per_s", "peak_memory_mb", "base_model",
-                                           "pc_by_turn_before", "pc_by_turn_after", "encode_stats", "label_shift")}
+                                           "pc_by_turn_before", "pc_by_turn_after", "encode_stats", "chosen_K", "label_shift")}
         return {"pc_before": d.pop("pc_before"), "pc_after": d.pop("pc_after"), "policy": self.config.policy,
                 "K": self.config.policy_params.get("K"), "policy_params": self.config.policy_params,
                 "policy_label": policy_label(self.config.policy, self.config.policy_params), **d,
@@ -800,6 +801,7 @@ def _loop(run: _Run, callback=None) -> None:
                 record = _online_step(step, run.model, run.params, run.optimizer, run.scheduler, run.tok, run.adv_fn, config,
                                       accelerator, run.judge, run.logged, run.auto)
             state["step"] = step = step + 1; complete = True
+            if run.auto is not None: state.setdefault("auto_K", []).append(record["auto/K"])  # the K of every step
             dt = time.perf_counter() - t0
             run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes
             record = {"step": step, **record, "train/lr": run.scheduler.get_last_lr()[0],
@@ -870,6 +872,7 @@ def _finish(run: _Run, seconds: float) -> TrainResult:
                          peak_memory_mb=peak_memory_mb(run.accelerator.device),
                          encode_stats=asdict(run.stats), pc_before=before.get("eval/pc"), pc_after=after.get("eval/pc"),
                          pc_by_turn_before=before.get("eval/pc_by_turn"), pc_by_turn_after=after.get("eval/pc_by_turn"),
+                         chosen_K=state.get("auto_K"),
                          label_shift={k[5:]: v for k, v in after.items() if k.startswith("eval/") and k != "eval/line_logprobs"
                                       and not k.startswith("eval/pc")} or None)
     if run.main:

@@ -17,7 +17,8 @@ TINY = dict(base_conversations=48, base_steps=4, lora_r=4, max_new_tokens=16, ba
 def micro_spec(**kw):
     from ppg_nb.experiments import ExperimentSpec
     base = dict(domains=("education",), methods=("base", "greedy", "full"), seeds=(0,), n_train=8, n_turns=2, Ns=(8,),
-                Ks=(1,), lengths=(2,), length_methods=("base", "greedy"), eval_personas=2, n_samples=1, train_overrides=TINY)
+                Ks=(1,), lengths=(2,), length_methods=("base", "greedy"), eval_personas=2, n_samples=1, train_overrides=TINY,
+                scaling_auto=False)  # K='auto' in the scaling study: the notebook's micro run
     return ExperimentSpec("micro", **{**base, **kw})
 
 

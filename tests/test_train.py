@@ -290,7 +290,8 @@ def test_k_auto_chooses_logs_and_resumes_exactly(tmp_path, base_dir):
     assert [r["auto/K"] for r in steps][0] == 2                               # the first step, before any statistics
     assert all(r["auto/K"] in (1, 2, 3) and len(r["auto/score"]) == 3 for r in steps)
     assert [r["auto/K"] for r in steps[1:]] == [r["auto/next_K"] for r in steps[:-1]]   # the pick is used the next step
-    assert json.loads((tmp_path / "whole" / "result.json").read_text())["K"] == "auto"
+    saved = json.loads((tmp_path / "whole" / "result.json").read_text())
+    assert saved["K"] == "auto" and saved["chosen_K"] == whole.chosen_K == [r["auto/K"] for r in steps]   # one K per step
 
     def stop_at_2(step, record):
         if step == 2: raise KeyboardInterrupt
@@ -299,6 +300,7 @@ def test_k_auto_chooses_logs_and_resumes_exactly(tmp_path, base_dir):
     resumed = train(_config(tmp_path, "cut", resume_from=str(tmp_path / "cut"), **kw))
     assert [r["auto/K"] for r in resumed.history] == [r["auto/K"] for r in whole.history]
     assert [r["auto/score"] for r in resumed.history] == [r["auto/score"] for r in whole.history]
+    assert resumed.chosen_K == whole.chosen_K                                   # the checkpoint keeps the steps before the cut
     a, b = _adapter(tmp_path / "whole"), _adapter(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
