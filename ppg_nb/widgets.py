@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .core import _check_int, credit_figure, policy_label
+from .autok import AUTO
 from .theory import ExactEnv, gradient_errors, tradeoff_best_k, tradeoff_grid, tradeoff_table
 
 # %% auto #0
@@ -38,6 +39,14 @@ def _grid(n: int, horizon: int):
     return tradeoff_table(df), tradeoff_best_k(df), df.optimum.iloc[0], df.attrs["start"]
 
 
+@lru_cache(maxsize=32)
+def _auto_grid(n: int, horizon: int):
+    "K='auto' (choosing among 1..n) per N: the mean value reached and the mean K chosen, for panel (b)."
+    df = tradeoff_grid(_env(n, horizon), Ns=N_GRID, Ks=list(range(1, n + 1)) + [AUTO], seeds=range(WIDGET_SEEDS))
+    auto = df[df.K == AUTO].groupby("N")
+    return auto.value.mean(), auto.chosen.mean()
+
+
 @lru_cache(maxsize=128)
 def _errors(n: int, horizon: int, N: int):
     "90% quantile of the sup-norm error per K, and the bound per K, for panel (a)."
@@ -60,6 +69,7 @@ def tradeoff_figure(n: int = 6, # number of steps, 2..8
                     horizon: int = 3, # reach of an action, 1..n
                     K: int = 2, # the selected lookahead, 1..n
                     N: int = 64, # the selected number of trajectories per step, one of `N_GRID`
+                    auto: bool = False, # also draw K='auto' in panel (b) (its grid: a few seconds per new (n, horizon))
                    ) -> go.Figure: # three panels side by side
     "The three panels as one plotly figure: (a) error vs K beside the bound, (b) value vs N per K, (c) the credit matrix."
     n, horizon, K, N = _check_state(n, horizon, K, N)
@@ -88,6 +98,10 @@ def tradeoff_figure(n: int = 6, # number of steps, 2..8
     # (c) the credit matrix of the selected K, as in the core notebook's Figure 1
     for trace in credit_figure(n, [("kstep", {"K": K})]).data:
         fig.add_trace(trace.update(showlegend=False), row=1, col=3)
+    # (b) K='auto', the last trace: always there (hidden when off), so a live figure keeps its trace order
+    auto_value, auto_K = _auto_grid(n, horizon) if auto else (None, None)
+    fig.add_trace(go.Scatter(x=list(N_GRID), y=auto_value.tolist() if auto else [None] * len(N_GRID), mode="lines+markers",
+                             name="K=auto", visible=bool(auto), line=dict(width=3, color="#d62728", dash="dash")), row=1, col=2)
     fig.update_xaxes(title_text="K", dtick=1, row=1, col=1)
     fig.update_yaxes(title_text="max_k |ĝ_k − g_k|", type="log", row=1, col=1)
     fig.update_xaxes(title_text="N (trajectories per step)", type="log", row=1, col=2)
@@ -95,7 +109,8 @@ def tradeoff_figure(n: int = 6, # number of steps, 2..8
     fig.update_xaxes(title_text="reward i", range=[-0.7, n - 0.3], dtick=1, row=1, col=3)
     fig.update_yaxes(title_text="action t", range=[n - 0.3, -0.7], dtick=1, row=1, col=3)
     fig.update_layout(height=420, width=980, margin=dict(l=60, r=10, t=60, b=50), legend=dict(orientation="h", y=-0.22),
-                      meta={"n": n, "horizon": horizon, "K": K, "N": N, "start": start, "best K": best.tolist()})
+                      meta={"n": n, "horizon": horizon, "K": K, "N": N, "start": start, "best K": best.tolist(),
+                            "auto": bool(auto), "auto K": auto_K.round(2).tolist() if auto else None})
     return fig
 
 # %% ../nbs/03_widgets.ipynb #26dbb96c
@@ -120,8 +135,8 @@ def redraw(live, # a plotly `FigureWidget` on screen
 
 
 class TradeoffExplorer:
-    "Sliders for K, N, horizon and n over a live plotly figure of the three panels."
-    def __init__(self, n: int = 6, horizon: int = 3, K: int = 2, N: int = 64):
+    "Sliders for K, N, horizon and n (and a K='auto' checkbox) over a live plotly figure of the three panels."
+    def __init__(self, n: int = 6, horizon: int = 3, K: int = 2, N: int = 64, auto: bool = False):
         import ipywidgets as W
         n, horizon, K, N = _check_state(n, horizon, K, N)
         style, layout = {"description_width": "60px"}, W.Layout(width="340px")
@@ -135,26 +150,30 @@ class TradeoffExplorer:
         for name, slider in self.sliders.items():
             slider.add_class(f"ppg-slider-{name}")
             slider.observe(self._on_change, names="value")
-        self.figure = go.FigureWidget(tradeoff_figure(n, horizon, K, N))
+        self.auto = W.Checkbox(value=bool(auto), description="K = auto", indent=False, layout=W.Layout(width="120px"))
+        self.auto.add_class("ppg-toggle-auto")
+        self.auto.observe(self._on_change, names="value")
+        self.figure = go.FigureWidget(tradeoff_figure(n, horizon, K, N, auto=bool(auto)))
         self.status = W.HTML()
         self.status.add_class("ppg-explorer-status")
         self.last_redraw_s = 0.0
         self._busy = False
         self._set_status()
         self.box = W.VBox([W.HBox([W.VBox([self.sliders["K"], self.sliders["N"]]),
-                                   W.VBox([self.sliders["horizon"], self.sliders["n"]])]),
+                                   W.VBox([self.sliders["horizon"], self.sliders["n"]]), self.auto]),
                            self.status, self.figure])
         self.box.add_class("ppg-tradeoff-explorer")
 
     @property
     def state(self) -> dict:
-        "The current slider values."
-        return {name: slider.value for name, slider in self.sliders.items()}
+        "The current slider values and the auto checkbox."
+        return {**{name: slider.value for name, slider in self.sliders.items()}, "auto": self.auto.value}
 
     def _set_status(self):
-        s, best = self.state, self.figure.layout.meta["best K"]
+        s, meta = self.state, self.figure.layout.meta
+        auto = f"; K=auto chose on average {dict(zip(N_GRID, meta['auto K']))}" if meta["auto"] else ""
         self.status.value = (f"K={s['K']}, N={s['N']}, horizon={s['horizon']}, n={s['n']}: best K per N "
-                             f"{dict(zip(N_GRID, best))} (redraw {self.last_redraw_s:.2f} s)")
+                             f"{dict(zip(N_GRID, meta['best K']))}{auto} (redraw {self.last_redraw_s:.2f} s)")
 
 # %% ../nbs/03_widgets.ipynb #264dce96
 def _on_change(self: TradeoffExplorer, change=None):
@@ -169,7 +188,7 @@ def _on_change(self: TradeoffExplorer, change=None):
             if slider.value > n: slider.value = n
             slider.max = n
         s = self.state
-        new = tradeoff_figure(s["n"], s["horizon"], s["K"], s["N"])
+        new = tradeoff_figure(s["n"], s["horizon"], s["K"], s["N"], auto=s["auto"])
         redraw(self.figure, new, _COPIED)
         self.last_redraw_s = time.perf_counter() - t0
         self._set_status()
@@ -183,9 +202,10 @@ def explore_tradeoff(n: int = 6, # number of steps, 2..8
                      horizon: int = 3, # reach of an action, 1..n
                      K: int = 2, # initial lookahead
                      N: int = 64, # initial trajectories per step, one of `N_GRID`
+                     auto: bool = False, # start with the K='auto' line shown
                      static: bool | None = None, # force the static figure (True) or the widget (False); None: detect
                     ): # an `ipywidgets.VBox` or a `plotly.graph_objects.Figure`
     "The trade-off explorer: an ipywidgets box with sliders where a front end exists, else the static plotly figure."
     if static is None: static = not has_widget_frontend()
-    if static: return tradeoff_figure(n, horizon, K, N)
-    return TradeoffExplorer(n, horizon, K, N).box
+    if static: return tradeoff_figure(n, horizon, K, N, auto=auto)
+    return TradeoffExplorer(n, horizon, K, N, auto).box
