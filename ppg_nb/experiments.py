@@ -214,7 +214,7 @@ def plan(spec: ExperimentSpec) -> pd.DataFrame:
             rows += [dict(study="length", domain=d, method=m, N=spec.length_N, n_turns=L, seed=s)
                      for L in spec.lengths for m in spec.length_methods]
     df = pd.DataFrame(rows, columns=["study", "domain", "method", "K", "N", "n_turns", "seed"])
-    df["K"] = df.K.astype(object).where(df.K.notna(), None)  # an integer, 'auto', or None outside the scaling study
+    df["K"] = pd.Series([k if k == AUTO else None if pd.isna(k) else int(k) for k in df.K], index=df.index, dtype=object)
     df["run"] = [run_name(*r) for r in zip(df.domain, df.method, df.N, df.n_turns, df.seed)]
     return df
 

@@ -229,7 +229,8 @@ def test_widgets_static_and_live():
     from ppg_nb.widgets import MAX_N, TradeoffExplorer, explore_tradeoff, has_widget_frontend, tradeoff_figure
     assert not has_widget_frontend()
     fig = explore_tradeoff()                                              # no kernel here: the static figure
-    assert isinstance(fig, go.Figure) and not isinstance(fig, go.FigureWidget) and len(fig.data) == 3 + MAX_N + 3 + 3
+    assert isinstance(fig, go.Figure) and not isinstance(fig, go.FigureWidget) and len(fig.data) == 3 + MAX_N + 3 + 3 + 1
+    assert fig.data[-1].name == "K=auto" and not fig.data[-1].visible                 # the auto line: there, hidden until asked
     assert isinstance(explore_tradeoff(static=False), ipywidgets.VBox)
     ex = TradeoffExplorer(n=5, horizon=2, K=2, N=16)
     before = ex.figure.data[3 + MAX_N + 1].y
@@ -238,3 +239,5 @@ def test_widgets_static_and_live():
     assert tuple(ex.figure.data[3 + MAX_N + 1].y) == tuple(tradeoff_figure(5, 2, 3, 16).data[3 + MAX_N + 1].y)
     assert [s.description for s in ex.sliders.values()] == ["K", "N", "horizon", "n"]
     assert "ppg-tradeoff-explorer" in ex.box._dom_classes
+    ex.auto.value = True                                                  # the checkbox draws the rule's line, K within 1..n
+    assert ex.figure.data[-1].visible and all(1 <= k <= 5 for k in ex.figure.layout.meta["auto K"]) and ex.state["auto"]
