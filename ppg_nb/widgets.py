@@ -33,18 +33,12 @@ def _env(n: int, horizon: int) -> ExactEnv:
 
 
 @lru_cache(maxsize=32)
-def _grid(n: int, horizon: int):
-    "Mean value per (N, K) and the best K per N, for panel (b)."
-    df = tradeoff_grid(_env(n, horizon), Ns=N_GRID, seeds=range(WIDGET_SEEDS))
-    return tradeoff_table(df), tradeoff_best_k(df), df.optimum.iloc[0], df.attrs["start"]
-
-
-@lru_cache(maxsize=32)
-def _auto_grid(n: int, horizon: int):
-    "K='auto' (choosing among 1..n) per N: the mean value reached and the mean K chosen, for panel (b)."
-    df = tradeoff_grid(_env(n, horizon), Ns=N_GRID, Ks=list(range(1, n + 1)) + [AUTO], seeds=range(WIDGET_SEEDS))
-    auto = df[df.K == AUTO].groupby("N")
-    return auto.value.mean(), auto.chosen.mean()
+def _grid(n: int, horizon: int, auto: bool = False):
+    "Mean value per (N, K), the best K per N, and with `auto` the rule's mean value and mean K chosen per N (panel (b))."
+    df = tradeoff_grid(_env(n, horizon), Ns=N_GRID, Ks=list(range(1, n + 1)) + ([AUTO] if auto else []), seeds=range(WIDGET_SEEDS))
+    runs = df[df.K == AUTO].groupby("N")  # the fixed-K runs do not depend on whether auto runs beside them
+    return (tradeoff_table(df), tradeoff_best_k(df), df.optimum.iloc[0], df.attrs["start"],
+            (runs.value.mean(), runs.chosen.mean()) if auto else (None, None))
 
 
 @lru_cache(maxsize=128)
@@ -73,7 +67,7 @@ def tradeoff_figure(n: int = 6, # number of steps, 2..8
                    ) -> go.Figure: # three panels side by side
     "The three panels as one plotly figure: (a) error vs K beside the bound, (b) value vs N per K, (c) the credit matrix."
     n, horizon, K, N = _check_state(n, horizon, K, N)
-    means, best, optimum, start = _grid(n, horizon)
+    means, best, optimum, start, (auto_value, auto_K) = _grid(n, horizon, bool(auto))
     error, bound = _errors(n, horizon, N)
     fig = make_subplots(rows=1, cols=3, column_widths=[0.36, 0.38, 0.26], horizontal_spacing=0.09, subplot_titles=(
         f"(a) gradient error at N={N}", f"(b) value reached, n={n}, h={horizon}", f"(c) credit: {policy_label('kstep', {'K': K})}"))
@@ -99,7 +93,6 @@ def tradeoff_figure(n: int = 6, # number of steps, 2..8
     for trace in credit_figure(n, [("kstep", {"K": K})]).data:
         fig.add_trace(trace.update(showlegend=False), row=1, col=3)
     # (b) K='auto', the last trace: always there (hidden when off), so a live figure keeps its trace order
-    auto_value, auto_K = _auto_grid(n, horizon) if auto else (None, None)
     fig.add_trace(go.Scatter(x=list(N_GRID), y=auto_value.tolist() if auto else [None] * len(N_GRID), mode="lines+markers",
                              name="K=auto", visible=bool(auto), line=dict(width=3, color="#d62728", dash="dash")), row=1, col=2)
     fig.update_xaxes(title_text="K", dtick=1, row=1, col=1)
