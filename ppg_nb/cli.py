@@ -279,12 +279,14 @@ def _add_experiments_arguments(parser):
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="quick mode: one domain, two seeds, a small base model; minutes on a CPU (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="full mode: two domains, three seeds, 108 training runs; about 2 hours on 2 CPU cores")
+                      help="full mode: three domains, three seeds; hours on 2 CPU cores, run in pieces (--studies, --domains; see --plan)")
     parser.set_defaults(mode="quick")
     parser.add_argument("--output", type=Path, help="results folder (default runs/experiments-<mode>-<time>); rerun the "
                                                     "same command on it to resume; a folder of another mode is refused")
     parser.add_argument("--domains", nargs="+", metavar="DOMAIN", help="domains instead of the mode's (education therapy chatting)")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds instead of the mode's (full mode: at least 3)")
+    parser.add_argument("--studies", nargs="+", metavar="STUDY", choices=("table", "scaling", "length"),
+                        help="run only these studies (table scaling length), a piece of the whole; default: all three")
     parser.add_argument("--plan", action="store_true", help="print the runs each study needs, and exit")
 
 
@@ -294,6 +296,7 @@ def experiments_command(args) -> str:
     parts = ["ppg_nb", "experiments", f"--{args.mode}", "--output", str(args.output)]
     if args.domains: parts += ["--domains", *args.domains]
     if args.seeds is not None: parts += ["--seeds", *map(str, args.seeds)]
+    if args.studies: parts += ["--studies", *args.studies]
     return shlex.join(parts)
 
 # %% ../nbs/11_cli.ipynb #6ba17d7f
@@ -308,14 +311,14 @@ def run_experiments_cli(args) -> int:
         given["length_domains"] = tuple(d for d in spec.length_domains if d in given["domains"])
     if given: spec = dataclasses.replace(spec, **given)  # validated: bad domains or seeds stop here
     if args.plan:
-        print(ex.plan_text(spec))
+        print(ex.plan_text(spec, args.studies))
         return 0
     if args.output is None: args.output = Path("runs") / f"experiments-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try: out = ex.run_experiments(spec, args.output, command=experiments_command(args))
+    try: out = ex.run_experiments(spec, args.output, command=experiments_command(args), studies=args.studies or ex.STUDIES)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {args.output}; run the same command to resume:\n  "
               f"{experiments_command(args)}", file=sys.stderr)
         return 130
-    print(f"wrote {', '.join(f'{s}.csv ({len(out[s])} rows)' for s in ('table', 'scaling', 'length'))} and meta.json "
+    print(f"wrote {', '.join(f'{s}.csv ({len(out[s])} rows)' for s in ex.STUDIES if s in out)} and meta.json "
           f"to {args.output}")
     return 0

@@ -27,7 +27,7 @@ from .personas import DOMAINS
 from .train import EMBEDDED, TrainConfig, config_differences, train
 
 # %% auto #0
-__all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'COLUMNS', 'method_config', 'scaling_method',
+__all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'STUDIES', 'COLUMNS', 'method_config', 'scaling_method',
            'ExperimentSpec', 'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows',
            'versions', 'open_output', 'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table',
            'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure',
@@ -167,8 +167,8 @@ QUICK = ExperimentSpec(
     train_overrides=dict(base_conversations=300, base_steps=60, max_new_tokens=32, lora_r=8))
 
 FULL = ExperimentSpec(
-    "full", domains=("education", "chatting"), methods=tuple(METHODS), seeds=(0, 1, 2), n_train=320, n_turns=10, Ns=(128, 320, 768), Ks=(1, 2, 3),
-    lengths=(10, 20, 40), length_methods=("base", "kstep-2", "full"), length_domains=("education",),
+    "full", domains=("education", "therapy", "chatting"), methods=tuple(METHODS), seeds=(0, 1, 2), n_train=320, n_turns=10,
+    Ns=(128, 320, 768), Ks=(1, 2, 3, 4, 5), lengths=(10, 20, 40, 60), length_methods=("base", "greedy", "kstep-2", "kstep-3", "full", "ppo"),
     length_N=128, eval_personas=64, n_samples=2)
 
 # %% ../nbs/13_experiments.ipynb #8a355c07
@@ -219,9 +219,10 @@ def plan(spec: ExperimentSpec) -> pd.DataFrame:
     return df
 
 
-def plan_text(spec: ExperimentSpec) -> str:
+def plan_text(spec: ExperimentSpec, studies=None) -> str: # studies: the studies to count (None: all)
     "A summary of `plan(spec)`: rows per study and the number of distinct training runs."
     df = plan(spec)
+    if studies is not None: df = df[df.study.isin(_names(studies))]
     trained = df[df.method != "base"]
     lines = [f"mode {spec.name}: {', '.join(spec.domains)}; seeds {list(spec.seeds)}"]
     lines += [f"  {study}: {len(g)} rows, {g[g.method != 'base'].run.nunique()} training runs"
@@ -231,11 +232,13 @@ def plan_text(spec: ExperimentSpec) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/13_experiments.ipynb #5dafbdf3
+STUDIES = ("table", "scaling", "length")
 COLUMNS = {"table": ("domain", "method", "seed", "N", "pc", "seconds", "chosen"),
            "scaling": ("domain", "N", "K", "seed", "pc", "chosen"),
-           "length": ("domain", "method", "N", "n_turns", "seed", "pc")}
+           "length": ("domain", "method", "N", "n_turns", "seed", "pc"),
+           "turns": ("domain", "method", "N", "n_turns", "seed", "turn", "pc")}  # per-turn PC of every run of the studies
 _KEYS = {"table": ("domain", "method", "seed", "N"), "scaling": ("domain", "N", "K", "seed"),
-         "length": ("domain", "method", "N", "n_turns", "seed")}
+         "length": ("domain", "method", "N", "n_turns", "seed"), "turns": ("domain", "method", "N", "n_turns", "seed", "turn")}
 
 
 def _lookahead(value) -> int | str:
@@ -244,13 +247,13 @@ def _lookahead(value) -> int | str:
 
 
 _TYPES = {"domain": str, "method": str, "seed": int, "N": int, "K": _lookahead, "n_turns": int, "pc": float, "seconds": float,
-          "chosen": float}
+          "chosen": float, "turn": int}
 _OPTIONAL = {"chosen": math.nan}  # columns a row may leave out: K='auto' runs fill `chosen`, the mean K they chose
 
 
 class ResultsCSV:
     "An append-only CSV of one study: which rows are done, and `append` that writes one full line at a time."
-    def __init__(self, path, study: str):
+    def __init__(self, path, study: str): # study: a name of `COLUMNS` ("table", "scaling", "length" or "turns")
         self.path, self.study, self.columns = Path(path), study, COLUMNS[study]
         self.done = set()
         if not self.path.exists(): return
@@ -267,16 +270,22 @@ class ResultsCSV:
 
     def key(self, row: dict) -> tuple: return tuple(_TYPES[c](row[c]) for c in _KEYS[self.study])
 
-    def append(self, row: dict) -> None:
-        "Write one row (all columns) and sync it to disk."
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with self.path.open("a", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            if new: w.writerow(self.columns)
+    def create(self) -> None:
+        "Write the header of a missing or empty file (before two processes append to it)."
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(",".join(self.columns) + "\n")
+
+    def append(self, *rows: dict) -> None:
+        "Write whole rows (all columns) in one write, and sync them to disk."
+        self.create()
+        lines = []
+        for row in rows:
             values = [row[c] if c in row else _OPTIONAL[c] for c in self.columns]
-            w.writerow([repr(float(v)) if _TYPES[c] is float else v for c, v in zip(self.columns, values)])
-            f.flush(); os.fsync(f.fileno())
-        self.done.add(self.key(row))
+            lines.append(",".join(repr(float(v)) if _TYPES[c] is float else str(v) for c, v in zip(self.columns, values)) + "\n")
+        with self.path.open("a", newline="") as f:
+            f.write("".join(lines)); f.flush(); os.fsync(f.fileno())
+        self.done.update(self.key(row) for row in rows)
 
     def frame(self) -> pd.DataFrame:
         "The rows written so far (a scaling file's K: integers and 'auto')."
@@ -343,6 +352,7 @@ def open_output(spec: ExperimentSpec, # the experiment about to run
     meta["command"] = meta["commands"][-1]["command"]
     out.mkdir(parents=True, exist_ok=True)
     (out / ".gitignore").write_text("# training runs (adapters, logs): large and reproducible from meta.json\nruns/\n")
+    for name in COLUMNS: ResultsCSV(out / f"{name}.csv", name).create()  # headers first: processes may share the folder
     meta_file.write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -404,14 +414,15 @@ def _save_samples(self: _Runner, name: str, before: list, after: list | None = N
     return save_conversations(list(before) + list(after or []), self.out / "samples" / f"{name}.jsonl")
 
 
-def _base_eval(self: _Runner, domain: str, n_turns: int, seed: int) -> tuple[float, float]:
-    "PC of the base model on the evaluation set of `seed` (cached), and the seconds it took."
+def _base_eval(self: _Runner, domain: str, n_turns: int, seed: int) -> tuple[float, float, list]:
+    "PC of the base model on the evaluation set of `seed` (cached), the seconds it took, and its PC at each turn."
     key = (domain, n_turns, seed)
     if key not in self._base:
         t0 = time.time()
         config = run_config(self.spec, domain, "full", self.spec.n_train, n_turns, seed)  # any trained method: same base, eval
         model, tok = self.base_model(config)
-        self._base[key] = (self.rollouts(model, tok, config, config.eval_personas).pc, time.time() - t0)
+        ev = self.rollouts(model, tok, config, config.eval_personas)
+        self._base[key] = (ev.pc, time.time() - t0, ev.pc_by_turn)
         if self.spec.n_samples and seed == self.spec.seeds[0]:
             self._save_samples(run_name(domain, "base", self.spec.n_train, n_turns, seed), self.before(config))
     return self._base[key]
@@ -464,24 +475,38 @@ def _run_study(self: _Runner, study: str) -> pd.DataFrame:
     rows = plan(self.spec)
     rows = rows[rows.study == study]
     f = ResultsCSV(self.out / f"{study}.csv", study)
+    turns = ResultsCSV(self.out / "turns.csv", "turns")
     todo = [r for r in rows.itertuples(index=False) if f.key(r._asdict()) not in f.done]
     if len(todo) < len(rows): self.log(f"{study}: {len(rows) - len(todo)} of {len(rows)} rows already in {f.path}")
+    for r in rows.itertuples(index=False):  # rows done before turns.csv existed: their runs' result.json still has the turns
+        result = self.out / "runs" / run_name(r.domain, r.method, r.N, r.n_turns, r.seed) / "result.json"
+        if r not in todo and r.method != "base" and result.is_file():
+            self.record_turns(turns, r, json.loads(result.read_text())["pc_by_turn_after"])
     for i, r in enumerate(todo, 1):
         t0 = time.time()
         if r.method == "base":
-            pc, seconds = self.base_eval(r.domain, r.n_turns, r.seed); how = "base model"
+            pc, seconds, by_turn = self.base_eval(r.domain, r.n_turns, r.seed); how = "base model"
         else:
             saved, how = self.trained_run(r.domain, r.method, r.N, r.n_turns, r.seed, samples=study != "length"
                                           and r.seed == self.spec.seeds[0])
-            pc, seconds = saved["pc_after"], saved["seconds"]
+            pc, seconds, by_turn = saved["pc_after"], saved["seconds"], saved["pc_by_turn_after"]
         chosen = float(np.mean(saved["chosen_K"])) if r.method != "base" and saved.get("chosen_K") else math.nan
+        self.record_turns(turns, r, by_turn)
         f.append(dict(r._asdict(), pc=pc, seconds=seconds, chosen=chosen))
         self.log(f"[{study} {i}/{len(todo)}] {r.domain} {r.method} N={r.N} T={r.n_turns} seed={r.seed}: PC {pc:.3f} "
                  f"({how}, {time.time() - t0:.0f} s; {time.time() - self.started:.0f} s in all)")
     return f.frame()
 
 
-_Runner.run_study = _run_study
+def _record_turns(self: _Runner, turns: ResultsCSV, r, by_turn: list) -> None:
+    "Append the per-turn PC of row `r`'s run (or base evaluation) to turns.csv, once per run."
+    rows = [dict(domain=r.domain, method=r.method, N=r.N, n_turns=r.n_turns, seed=r.seed, turn=t, pc=pc)
+            for t, pc in enumerate(by_turn, 1)]
+    rows = [row for row in rows if turns.key(row) not in turns.done]
+    if rows: turns.append(*rows)
+
+
+_Runner.run_study, _Runner.record_turns = _run_study, _record_turns
 
 # %% ../nbs/13_experiments.ipynb #7bd312a3
 def _finish(runner: _Runner) -> dict:
@@ -492,7 +517,7 @@ def _finish(runner: _Runner) -> dict:
                                                  seconds=round(time.time() - runner.started, 1))
     p = plan(runner.spec)
     complete = True
-    for study in COLUMNS:
+    for study in STUDIES:
         f = ResultsCSV(runner.out / f"{study}.csv", study)
         complete &= all(f.key(r._asdict()) in f.done for r in p[p.study == study].itertuples(index=False))
     meta["complete"] = complete
@@ -531,10 +556,14 @@ def run_experiments(spec: ExperimentSpec, # the mode to run (`QUICK`, `FULL` or 
                     output, # results folder (created; rerun the same call to resume)
                     command: str | None = None, # the command line, recorded in meta.json
                     log=print, # progress lines; None: quiet
-                   ) -> dict: # {"table": df, "scaling": df, "length": df, "meta": dict}
-    "Run the three studies into `output`: table.csv, scaling.csv, length.csv, meta.json (and samples/, runs/)."
+                    studies=STUDIES, # the studies to run now (a piece of the whole: the others stay as they are)
+                   ) -> dict: # {study: df for each study run, "meta": dict}
+    "Run the studies into `output`: table.csv, scaling.csv, length.csv, turns.csv, meta.json (and samples/, runs/)."
+    studies = _names(studies)
+    unknown = [s for s in studies if s not in STUDIES]
+    if unknown or not studies: raise ValueError(f"studies {list(studies)}: choose among {', '.join(STUDIES)}")
     runner = _Runner(spec, output, command, log)
-    frames = {study: runner.run_study(study) for study in COLUMNS}
+    frames = {study: runner.run_study(study) for study in STUDIES if study in studies}
     meta = _finish(runner)
     runner.log(f"done: {runner.trained} runs trained, {runner.reused} reused, {time.time() - runner.started:.0f} s; "
                f"results in {runner.out}")
@@ -731,6 +760,7 @@ class Results:
     scaling: pd.DataFrame = field(repr=False) # scaling.csv's fixed-K rows (K an integer)
     auto: pd.DataFrame = field(repr=False) # scaling.csv's K = 'auto' rows (`chosen`: the mean K of each run)
     length: pd.DataFrame = field(repr=False) # length.csv
+    turns: pd.DataFrame = field(repr=False) # turns.csv: the PC at each turn of every run and base evaluation
 
     @property
     def spec(self) -> ExperimentSpec: return ExperimentSpec.from_dict(self.meta["spec"])

@@ -468,9 +468,10 @@ def _default_output(c: TrainConfig) -> Path:
 def config_differences(saved: dict, # a config as JSON (a checkpoint's or a finished run's)
                        config: TrainConfig, # the config asked for now
                        ignore=RESUMABLE_CHANGES) -> list[str]: # fields allowed to differ
-    "The fields (outside `ignore`) in which `config` differs from `saved`."
+    "The fields (outside `ignore`) in which `config` differs from `saved`; a field `saved` predates counts as its default."
     now = json.loads(json.dumps(asdict(config)))
-    return [k for k in now if k not in ignore and saved.get(k) != now[k]]
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))  # a run saved before a field existed ran with its default
+    return [k for k in now if k not in ignore and saved.get(k, defaults[k]) != now[k]]
 
 
 def _check_output(config: TrainConfig) -> tuple[Path, Path | None]:

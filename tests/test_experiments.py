@@ -36,14 +36,14 @@ def counted(monkeypatch):
 
 
 def test_micro_run_writes_every_file_and_resumes_without_training(tmp_path, cache, counted):
-    from ppg_nb.experiments import COLUMNS, load_results, plan, run_experiments, run_name
+    from ppg_nb.experiments import COLUMNS, STUDIES, load_results, plan, run_experiments, run_name
     spec, out = micro_spec(), tmp_path / "res"
     first = run_experiments(spec, out, command="test micro", log=None)
     # greedy and full at N = 8 train once: the scaling and length studies reuse them
     assert len(counted) == 2
-    for study, cols in COLUMNS.items():
+    for study in STUDIES:
         df = pd.read_csv(out / f"{study}.csv")
-        assert tuple(df.columns) == cols
+        assert tuple(df.columns) == COLUMNS[study]
         assert len(df) == (plan(spec).study == study).sum() == len(first[study])
         assert df.pc.between(0, 1).all()
     meta = json.loads((out / "meta.json").read_text())
@@ -60,7 +60,7 @@ def test_micro_run_writes_every_file_and_resumes_without_training(tmp_path, cach
     # the same call again: every row is there, nothing trains, nothing is added
     again = run_experiments(spec, out, log=None)
     assert len(counted) == 2
-    for study in COLUMNS: pd.testing.assert_frame_equal(again[study], first[study])
+    for study in STUDIES: pd.testing.assert_frame_equal(again[study], first[study])
     # a lost row comes back from its run's result.json; a lost run trains again
     lines = (out / "table.csv").read_text().splitlines()
     (out / "table.csv").write_text("\n".join(lines[:-1]) + "\n")
@@ -169,8 +169,9 @@ def test_spec_refuses_bad_settings():
     with pytest.raises(ValueError, match="at least 3 seeds"): ExperimentSpec("full", seeds=(0,))
     with pytest.raises(ValueError, match="may not set"): ExperimentSpec("quick", train_overrides={"seed": 3})
     with pytest.raises(ValueError, match="Ks must be <= n_turns"): ExperimentSpec("quick", n_turns=4, Ks=(5,))
-    # the targets: at least two domains, three seeds, the paper's lengths (60 left out for time), every method in the table
-    assert len(FULL.seeds) >= 3 and FULL.lengths == (10, 20, 40) and len(FULL.domains) >= 2
+    # the paper's figures: three domains, three seeds, K = 1..5 and full, the paper's lengths, every method in the table
+    assert len(FULL.seeds) >= 3 and FULL.lengths == (10, 20, 40, 60) and FULL.domains == ("education", "therapy", "chatting")
+    assert FULL.scaling_Ks == (1, 2, 3, 4, 5, FULL.n_turns) and FULL.length_domains == FULL.domains
     from ppg_nb.experiments import METHODS
     assert set(FULL.methods) == set(METHODS) and {1, FULL.n_turns} <= set(FULL.scaling_Ks) and len(FULL.Ns) >= 3
     with pytest.raises(ValueError, match="length_domains"): ExperimentSpec("quick", domains=("education",), length_domains=("therapy",))
@@ -206,8 +207,7 @@ def test_cli_plan(capsys):
     text = capsys.readouterr().out
     from ppg_nb.experiments import FULL
     assert f"mode full: {', '.join(FULL.domains)}; seeds [0, 1, 2]" in text and "distinct training runs" in text
-    # FULL's length study covers fewer domains than its table: --domains with one outside it plans no length rows
-    outside = [d for d in FULL.domains if d not in FULL.length_domains]
-    assert outside, "FULL's length study now covers every domain: test --domains narrowing with another spec"
-    assert main(["experiments", "--full", "--plan", "--domains", outside[0]]) == 0
-    assert "length:" not in capsys.readouterr().out
+    # one piece: one domain, one study
+    assert main(["experiments", "--full", "--plan", "--domains", "therapy", "--studies", "scaling"]) == 0
+    text = capsys.readouterr().out
+    assert "mode full: therapy;" in text and "scaling: 63 rows, 63 training runs" in text and "length:" not in text
