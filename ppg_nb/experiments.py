@@ -27,36 +27,46 @@ from .personas import DOMAINS
 from .train import EMBEDDED, TrainConfig, config_differences, train
 
 # %% auto #0
-__all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'METHODS', 'QUICK', 'FULL', 'STUDIES', 'COLUMNS', 'method_config', 'scaling_method',
-           'ExperimentSpec', 'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows',
-           'versions', 'open_output', 'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table',
-           'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure',
-           'scaling_figure', 'best_k_figure', 'length_figure', 'Results', 'load_results']
+__all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'PPO_CLIP', 'KL_COEF', 'PPG_CLASSES', 'CLIPPED', 'METHODS', 'QUICK', 'FULL',
+           'TOKENS_PER_TURN', 'STUDIES', 'COLUMNS', 'method_config', 'scaling_method', 'ExperimentSpec', 'run_name',
+           'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows', 'versions', 'open_output',
+           'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table', 'format_table',
+           'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure', 'scaling_figure',
+           'best_k_figure', 'length_figure', 'Results', 'load_results']
 
 # %% ../nbs/13_experiments.ipynb #159275b7
 SEGMENT_LENGTH = 3  # turns per segment of the `segment` method
-PPO_EPOCHS = 4  # clipped passes over each rollout batch of the `ppo` method (CleanRL's default update_epochs)
+PPO_EPOCHS = 4  # clipped passes over each rollout batch of `ppo` and the `clip-*` methods (CleanRL's default update_epochs)
+PPO_CLIP = 0.2  # the PPO clip range epsilon
+KL_COEF = 0.05  # beta of `ppo`'s KL penalty to the base model
+
+PPG_CLASSES: dict[str, dict] = {  # the credit sets compared everywhere
+    "greedy": dict(policy="greedy"),
+    **{f"kstep-{k}": dict(policy="kstep", K=k) for k in range(2, 6)},
+    "full": dict(policy="full"),
+    "segment": dict(policy="segment", segment_length=SEGMENT_LENGTH),
+}
+CLIPPED = dict(clip=PPO_CLIP, ppo_epochs=PPO_EPOCHS)  # PPO's passes per batch, made safe by its clipped ratio
 
 METHODS: dict[str, dict | None] = {
     "base": None,  # not trained: the base model's PC
-    "full": dict(policy="full"),
-    "greedy": dict(policy="greedy"),
-    **{f"kstep-{k}": dict(policy="kstep", K=k) for k in range(2, 6)},
-    "segment": dict(policy="segment", segment_length=SEGMENT_LENGTH),
-    "ppo": dict(mode="online", policy="full", clip=0.2, ppo_epochs=PPO_EPOCHS),
+    **PPG_CLASSES,
     "auto": dict(policy="kstep", K="auto"),  # K chosen at every step from the batch (`ppg_nb.autok`, `TrainConfig.K`)
+    "ppo": dict(mode="online", policy="full", **CLIPPED, baseline="value", kl_coef=KL_COEF),  # PPO as RLHF code runs it
+    **{f"clip-{name}": dict(over, **CLIPPED) for name, over in PPG_CLASSES.items()},  # compute-matched: PPO's passes, each credit set
 }
 _KSTEP = re.compile(r"kstep-([0-9]+)")
 
 
-def method_config(method: str, # a name of `METHODS`, or "kstep-<K>" for any K >= 1
+def method_config(method: str, # a name of `METHODS`, or "kstep-<K>" / "clip-kstep-<K>" for any K >= 1
                  ) -> dict | None: # `TrainConfig` overrides; None for "base" (not trained)
     "The `TrainConfig` overrides of a method."
     if not isinstance(method, str): raise ValueError(f"method must be a string, got {method!r}")
     if method in METHODS: return None if METHODS[method] is None else dict(METHODS[method])
-    m = _KSTEP.fullmatch(method)
-    if m and int(m.group(1)) >= 1: return dict(policy="kstep", K=int(m.group(1)))
-    raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)} (or 'kstep-<K>')")
+    clipped = method.startswith("clip-")
+    m = _KSTEP.fullmatch(method[5:] if clipped else method)
+    if m and int(m.group(1)) >= 1: return dict(policy="kstep", K=int(m.group(1)), **(CLIPPED if clipped else {}))
+    raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)} (or 'kstep-<K>', 'clip-kstep-<K>')")
 
 
 def scaling_method(K: int, # lookahead
@@ -162,7 +172,8 @@ ExperimentSpec._check_overrides = _check_overrides
 
 # %% ../nbs/13_experiments.ipynb #6e1246b8
 QUICK = ExperimentSpec(
-    "quick", domains=("education",), seeds=(0, 1), n_train=32, n_turns=4, Ns=(8, 32), Ks=(1, 2), lengths=(4, 8),
+    "quick", domains=("education",), methods=("base", "greedy", "kstep-2", "full", "segment", "auto", "ppo", "clip-full", "clip-kstep-2"),
+    seeds=(0, 1), n_train=32, n_turns=4, Ns=(8, 32), Ks=(1, 2), lengths=(4, 8),
     length_methods=("base", "greedy", "kstep-2", "full"), eval_personas=8, n_samples=2,
     train_overrides=dict(base_conversations=300, base_steps=60, max_new_tokens=32, lora_r=8))
 
@@ -172,6 +183,9 @@ FULL = ExperimentSpec(
     length_N=128, eval_personas=64, n_samples=2)
 
 # %% ../nbs/13_experiments.ipynb #8a355c07
+TOKENS_PER_TURN = 80  # room per agent turn in a rollout: a line of at most max_new_tokens (48), the partner's line, the template
+
+
 def run_name(domain: str, method: str, N: int, n_turns: int, seed: int) -> str:
     "The folder and sample-file name of one run, e.g. 'education-kstep-3-N256-T10-s0'."
     return f"{domain}-{method}-N{N}-T{n_turns}-s{seed}"
@@ -190,7 +204,8 @@ def run_config(spec: ExperimentSpec, # the experiment
     if over is None: raise ValueError(f"method {method!r} is not trained: it has no TrainConfig")
     common = TrainConfig(**{"progress": False, **spec.train_overrides})
     run = dict(domain=domain, n_conversations=N, n_turns=n_turns, seed=seed, eval_personas=spec.eval_personas,
-               eval_seed=common.eval_seed + seed, output=output, batch_size=min(common.batch_size, N))
+               eval_seed=common.eval_seed + seed, output=output, batch_size=min(common.batch_size, N),
+               max_length=max(common.max_length, TOKENS_PER_TURN * n_turns))  # a long rollout is trained whole, never cut
     config = dataclasses.replace(common, **over, **run)
     if config.resolved_mode == "online":  # it samples its own conversations: N is its budget of rollouts
         online_batch = min(common.online_batch, N)

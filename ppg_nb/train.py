@@ -36,7 +36,7 @@ __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', '
            'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler',
            'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
            'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
-           'peak_memory_mb', 'train']
+           'kl_penalty', 'turn_start_positions', 'ValueHead', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
 def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
@@ -130,10 +130,14 @@ class TrainConfig:
                                     "agent's turns against the partner simulator, the judge scores them; None: offline when "
                                     "`data` is given, else online (the embedded main job)")
     normalize: str = _field("token", "'token': every agent token weighs the same; 'turn': every turn weighs the same")
-    baseline: str | None = _field("batch", "None, 'batch' (mean G_t over the batch, per turn index) or 'running' (its moving average)")
+    baseline: str | None = _field("batch", "None, 'batch' (mean G_t over the batch, per turn index), 'running' (its moving average) "
+                                           "or 'value' (a learned V(s_t) per turn, PPO's critic: `ValueHead`; online only)")
     normalize_advantages: bool = _field(False, "divide advantages by their batch standard deviation")
     clip: float | None = _field(None, "PPO clip range epsilon (e.g. 0.2) on the per-token likelihood ratio; None: plain PPG")
     ppo_epochs: int = _field(1, "optimisation passes over each online batch (PPO-style; needs clip for > 1 to be safe)")
+    kl_coef: float = _field(0.0, "beta of the KL penalty to the reference policy (the base model, LoRA switched off): beta times "
+                                 "the k3 estimate of KL(pi_theta || pi_ref) per agent token, added to the loss (`kl_penalty`); "
+                                 "online only; 0: none")
     partner: str = _field("simulator", "online: who speaks the partner's lines: 'simulator' (the synthetic domain's partner) or "
                                        "'logged' (the logged partner lines of `data`, replayed while the model writes every agent line)")
     judge: str = _field("rule", "online rewards and judged PC: 'rule' (the synthetic domains' rule judge), 'zero-shot:MODEL' or a "
@@ -236,7 +240,11 @@ def validate(c: TrainConfig) -> TrainConfig:
     need(c.mode is None or c.mode in MODES, f"mode must be one of {MODES} or None, got {c.mode!r}")
     need(c.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {c.normalize!r}")
     from ppg_nb.render import BASELINES
-    need(c.baseline in BASELINES, f"baseline must be one of {BASELINES}, got {c.baseline!r}")
+    need(c.baseline in BASELINES + ("value",), f"baseline must be one of {BASELINES + ('value',)}, got {c.baseline!r}")
+    need(c.baseline != "value" or c.resolved_mode == "online",
+         "baseline='value' learns V(s_t) from the policy's own rollouts: it needs mode='online' (offline: 'batch' or 'running')")
+    number("kl_coef", 0)
+    need(c.kl_coef == 0 or c.resolved_mode == "online", "kl_coef (KL to the reference policy) needs mode='online'")
     need(c.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be 'no', 'bf16' or 'fp16', got {c.mixed_precision!r}")
     need(c.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {c.schedule!r}")
     for name in ("lora_r", "n_turns", "batch_size", "grad_accum", "ppo_epochs", "online_batch", "max_new_tokens", "log_every",
@@ -567,18 +575,68 @@ class AutoCredit:
         self.rule._sums = None if state["sums"] is None else {
             k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in state["sums"].items()}
 
+# %% ../nbs/10_train.ipynb #7afce10e
+def kl_penalty(logprobs: torch.Tensor, # (B, T-1) log-probs under the policy (with gradient)
+               ref_logprobs: torch.Tensor, # (B, T-1) log-probs under the reference policy
+               mask: torch.Tensor) -> torch.Tensor: # (B, T-1) bool, the agent's tokens
+    "The mean over the masked tokens of $k_3 = e^{r - l} - (r - l) - 1$ ($l$: policy, $r$: reference log-prob), an estimate of KL."
+    d = (ref_logprobs.detach() - logprobs)[mask].double()   # expm1 in float64: exact near 0, where exp(d) - 1 cancels
+    return (torch.expm1(d) - d).mean().float() if d.numel() else logprobs.sum() * 0.0
+
+
+def turn_start_positions(turn_of_target: torch.Tensor, # (B, T-1) agent turn of each target, -1: none
+                         J: int) -> torch.Tensor: # (B, J) long: the position predicting turn j's first token; T-1 if absent
+    "Where each agent turn's state $s_t$ is read: the input position whose next token is the turn's first."
+    B, L = turn_of_target.shape
+    where = torch.arange(L, device=turn_of_target.device).expand(B, L)
+    where = torch.where(turn_of_target >= 0, where, L)
+    return torch.full((B, J), L, dtype=torch.long, device=where.device).scatter_reduce_(
+        1, turn_of_target.clamp(min=0), where, reduce="amin")
+
+
+class ValueHead(torch.nn.Module):
+    "PPO's critic $V_\\phi(s_t)$: a linear map of the policy's last hidden state at each turn's start (no gradient into the policy)."
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight); torch.nn.init.zeros_(self.linear.bias)  # V = 0: A = G at the first step
+
+    def forward(self, hidden: torch.Tensor, # (B, T, H) the last hidden state
+                turn_of_target: torch.Tensor, # (B, T-1)
+                J: int) -> torch.Tensor: # (B, J) V(s_t), 0 for turns the example lacks
+        pos = turn_start_positions(turn_of_target, J)
+        present = pos < turn_of_target.shape[1]
+        states = hidden.detach().float().gather(1, pos.clamp(max=hidden.shape[1] - 1)[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.linear(states)[..., 0] * present
+
+    def loss(self, values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        "$\\frac12$ the mean squared error to the returns over the trained turns."
+        return 0.5 * (values - returns.float())[mask].pow(2).mean() if mask.any() else values.sum() * 0.0
+
+    def to_json(self) -> dict: return {k: v.tolist() for k, v in self.state_dict().items()}
+    def load_json(self, state: dict): self.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+
 # %% ../nbs/10_train.ipynb #8be5e203
 def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float,
-              auto: AutoCredit | None = None):
-    "Forward, loss, backward of one (micro-)batch; the loss and the detached log-probs of its targets (`auto` sees the forward)."
+              auto: AutoCredit | None = None, ref_logprobs: torch.Tensor | None = None, value_head: ValueHead | None = None):
+    "Forward, loss, backward of one (micro-)batch; the PPG loss, the detached log-probs of its targets, and the extra terms."
     mask = batch.turn_of_target >= 0
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=auto is not None)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                output_hidden_states=auto is not None or value_head is not None)
     logits = out.logits                                                                    # (B, T, V)
     logprobs = token_logprobs(logits, batch.input_ids, mask)                              # (B, T-1)
     if auto is not None: auto.observe(logits.detach(), out.hidden_states[-1].detach(), batch, accelerator)
     loss = ppg_loss(logprobs, batch.turn_of_target, advantages, config.normalize, batch.sampled_logprobs, config.clip)
-    accelerator.backward(loss * scale)
-    return loss.item(), logprobs.detach()
+    total, extra = loss, {}
+    if ref_logprobs is not None:                                                           # + beta KL(pi || pi_ref)
+        kl = kl_penalty(logprobs, ref_logprobs, mask)
+        total, extra["kl"] = total + config.kl_coef * kl, kl.item()
+    if value_head is not None:                                                             # + the critic's squared error
+        values = value_head(out.hidden_states[-1], batch.turn_of_target, batch.turn_returns.shape[1])
+        value_loss = value_head.loss(values, batch.turn_returns, batch.turn_mask)
+        total, extra["value_loss"] = total + value_loss, value_loss.item()
+    accelerator.backward(total * scale)
+    return loss.item(), logprobs.detach(), extra
 
 
 def _update(model, params, optimizer, scheduler, config, accelerator) -> float | None:
@@ -638,8 +696,30 @@ def _online_rollouts(step, model, tok, config, accelerator, judge, logged) -> tu
     return convs, examples, generate_s
 
 
+@torch.no_grad()
+def _rollout_reads(model, batches: list[Batch], value_head: ValueHead | None, kl: bool, accelerator):
+    "Before any update: the critic's V(s_t) `(B, J)` and the reference policy's token log-probs, one list entry per mini-batch."
+    net, values, refs = accelerator.unwrap_model(model), [], []
+    for batch in batches:
+        if value_head is not None:
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+            values.append(value_head(out.hidden_states[-1], batch.turn_of_target, batch.turn_returns.shape[1]))
+        if kl:
+            with net.disable_adapter():                                                   # pi_ref: the base model
+                logits = net(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            refs.append(token_logprobs(logits, batch.input_ids, batch.turn_of_target >= 0))
+    return values or None, refs or [None] * len(batches)
+
+
+def _sync_value_grads(value_head: ValueHead | None, accelerator) -> None:
+    "Average the critic's gradients over processes (it lives outside the DDP-wrapped model)."
+    if value_head is None or accelerator.num_processes == 1: return
+    for p in value_head.parameters():
+        if p.grad is not None: p.grad = accelerator.reduce(p.grad, "mean")
+
+
 def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator, judge=None, logged=None,
-                 auto: AutoCredit | None = None) -> dict:
+                 auto: AutoCredit | None = None, value_head: ValueHead | None = None) -> dict:
     "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
     from ppg_nb.evaluate import persona_consistency
     t0 = time.perf_counter()
@@ -650,16 +730,26 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
     returns = conversation_returns(convs, config.policy, config.gamma, **credit)              # 3. credit G_t
     if auto is not None: auto.credit(convs)
     whole = collate(examples, tok.pad_token_id, returns)
-    advantages = adv_fn(whole.turn_returns, whole.turn_mask).to(accelerator.device)           # 4. once per rollout batch
     parts = minibatches(len(examples), config.batch_size)
     batches = [collate([examples[i] for i in part], tok.pad_token_id, returns).to(accelerator.device) for part in parts]
-    losses, norms, deviations = [], [], []
+    values, refs = _rollout_reads(model, batches, value_head, config.kl_coef > 0, accelerator)
+    baseline_free = whole.turn_returns
+    if values is not None:                                                                    # G_t - V(s_t), per rollout
+        V = torch.zeros_like(baseline_free)
+        for part, v in zip(parts, values): V[part] = v.cpu().to(V.dtype)
+        baseline_free = baseline_free - V
+    advantages = adv_fn(baseline_free, whole.turn_mask).to(accelerator.device)                # 4. once per rollout batch
+    losses, norms, deviations, extras = [], [], [], []
     for epoch in range(config.ppo_epochs):                                                    # 5. loss and update
-        for part, batch in zip(parts, batches):
-            loss, logprobs = _backward(model, batch, advantages[part], config, accelerator, 1.0, auto if epoch == 0 else None)
+        for part, batch, ref in zip(parts, batches, refs):
+            loss, logprobs, extra = _backward(model, batch, advantages[part], config, accelerator, 1.0,
+                                              auto if epoch == 0 else None, ref, value_head)
             deviations.append(ratio_deviation(logprobs, batch.sampled_logprobs, batch.turn_of_target >= 0))
-            losses.append(loss); norms.append(_update(model, params, optimizer, scheduler, config, accelerator))
-    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1],                # 6. log
+            _sync_value_grads(value_head, accelerator)
+            losses.append(loss); extras.append(extra); norms.append(_update(model, params, optimizer, scheduler, config, accelerator))
+    ppo = {f"train/{k}": float(np.mean([e[k] for e in extras])) for k in extras[0]}
+    if values is not None: ppo["train/value_mean"] = float(torch.cat([v[b.turn_mask] for v, b in zip(values, batches)]).mean())
+    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1], **ppo,        # 6. log
             "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
             "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
             "train/rollout_pc": persona_consistency(convs).pc, "train/first_ratio_dev": deviations[0],
@@ -705,6 +795,7 @@ class _Run:
     logged: list | None = None # partner='logged': the conversations whose partner lines online rollouts replay
     judge: object | None = None # `config.judge`, loaded (None: the simulator's rule judge)
     auto: AutoCredit | None = None # K='auto': the rule and its statistics
+    value_head: ValueHead | None = None # baseline='value': PPO's critic (optimised with the adapter, saved in state.json)
     stats: EncodeStats = field(default_factory=EncodeStats)
     state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
     loop_time: float = 0.0
@@ -745,13 +836,17 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     else:
         total = config.max_steps or 30
         updates = total * config.ppo_epochs * len(minibatches(config.online_batch, config.batch_size))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    value_head = None
+    if config.baseline == "value":                                    # PPO's critic: a second parameter group
+        value_head = ValueHead(model.config.hidden_size).to(accelerator.device)
+        groups.append({"params": list(value_head.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
     model, optimizer = accelerator.prepare(model, optimizer)
-    run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, Advantages(config.baseline, config.normalize_advantages),
-               total, str(base), examples=examples, returns=returns, stats=stats,
-               state={"step": 0, "history": [], "evals": {}})
+    adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages)
+    run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, adv_fn, total, str(base), examples=examples,
+               returns=returns, value_head=value_head, stats=stats, state={"step": 0, "history": [], "evals": {}})
     if config.K == AUTO:
         net = accelerator.unwrap_model(model)
         run.auto = AutoCredit(config, net.get_output_embeddings().weight.shape[0], net.config.hidden_size, accelerator.device)
@@ -762,6 +857,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
         scheduler.load_state_dict(run.state["scheduler"])
         run.adv_fn.load_state_dict(run.state["advantages"])
         if run.auto is not None: run.auto.load_state_dict(run.state["auto"])
+        if run.value_head is not None: run.value_head.load_json(run.state["value_head"])
     existing = [checkpoint_index(c) for c in (out / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]")]
     accelerator.project_configuration.iteration = max(existing, default=-1) + 1  # the next checkpoint's number
     return run
@@ -771,7 +867,8 @@ def _checkpoint(run: _Run) -> None:
     "Save the run's state (all processes take part: each saves its RNG state)."
     run.accelerator.wait_for_everyone()
     run.state.update(config=asdict(run.config), scheduler=run.scheduler.state_dict(), advantages=run.adv_fn.state_dict(),
-                     **({"auto": run.auto.state_dict()} if run.auto is not None else {}))
+                     **({"auto": run.auto.state_dict()} if run.auto is not None else {}),
+                     **({"value_head": run.value_head.to_json()} if run.value_head is not None else {}))
     run.accelerator.save_state()
     run.accelerator.wait_for_everyone()
 
@@ -800,7 +897,7 @@ def _loop(run: _Run, callback=None) -> None:
                                        run.adv_fn, run.tok.pad_token_id, config, accelerator, run.auto)
             else:
                 record = _online_step(step, run.model, run.params, run.optimizer, run.scheduler, run.tok, run.adv_fn, config,
-                                      accelerator, run.judge, run.logged, run.auto)
+                                      accelerator, run.judge, run.logged, run.auto, run.value_head)
             state["step"] = step = step + 1; complete = True
             if run.auto is not None: state.setdefault("auto_K", []).append(record["auto/K"])  # the K of every step
             dt = time.perf_counter() - t0

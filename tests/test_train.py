@@ -132,6 +132,45 @@ def test_online_ppo_step(tmp_path, base_dir):
     assert all(r["train/max_ratio_dev"] >= r["train/first_ratio_dev"] for r in result.history)
 
 
+def test_ppo_with_critic_and_kl_logs_them_and_resumes_exactly(tmp_path, base_dir, monkeypatch):
+    "baseline='value' and kl_coef: the critic fits, the KL to the base model is logged, and a cut run resumes bit-exactly (CPU)."
+    import ppg_nb.train as T
+    from ppg_nb.train import train
+    real = T._online_rollouts
+    def scored_by_length(*args, **kw):  # the 4-step base model earns no rule-judge reward: score lines by their length
+        convs, examples, seconds = real(*args, **kw)
+        for c in convs: c.rewards = [(len(c.turns[i][1]) % 5) / 4 for i in c.agent_turns]
+        return convs, examples, seconds
+    monkeypatch.setattr(T, "_online_rollouts", scored_by_length)
+    kw = dict(mode="online", policy="full", clip=0.2, ppo_epochs=2, baseline="value", kl_coef=0.05, online_batch=4, n_turns=2,
+              max_steps=3, max_new_tokens=12, batch_size=2)
+    whole = train(_config(tmp_path, "whole", **kw))
+    log = whole.history
+    assert all(r["train/kl"] >= 0 and r["train/value_loss"] >= 0 for r in log)
+    assert all(0 < r["train/kl"] < 1 for r in log)                             # the policy leaves the reference (LoRA off), a little
+    assert log[0]["train/value_mean"] == 0.0 and log[-1]["train/value_mean"] != 0.0   # V = 0 at first, then fitted
+    state = json.loads((tmp_path / "whole" / "checkpoints" / "checkpoint_0" / "state.json").read_text())
+    assert set(state["value_head"]) == {"linear.weight", "linear.bias"}
+
+    def stop_at_1(step, record):
+        if step == 1: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, "cut", **kw), callback=stop_at_1)
+    resumed = train(_config(tmp_path, "cut", resume_from=str(tmp_path / "cut"), **kw))
+    assert [r["train/value_loss"] for r in resumed.history] == [r["train/value_loss"] for r in log]
+    a, b = _adapter(tmp_path / "whole"), _adapter(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cut_state = json.loads((tmp_path / "cut" / "checkpoints" / "checkpoint_1" / "state.json").read_text())
+    assert cut_state["value_head"] == json.loads((tmp_path / "whole" / "checkpoints" / "checkpoint_0" / "state.json").read_text())["value_head"]
+
+
+def test_critic_and_kl_are_refused_offline():
+    from ppg_nb.train import TrainConfig
+    with pytest.raises(ValueError, match="baseline='value' learns V"): TrainConfig(mode="offline", baseline="value")
+    with pytest.raises(ValueError, match="kl_coef .* needs mode='online'"): TrainConfig(mode="offline", kl_coef=0.1)
+    with pytest.raises(ValueError, match="kl_coef must be a number"): TrainConfig(kl_coef=-1)
+
+
 def test_online_rollouts_are_what_the_loss_reads(base_dir):
     "Every agent token of an online rollout is a sampled token, and a forward pass over the ids gives back its log-prob."
     from ppg_nb.evaluate import rollout
