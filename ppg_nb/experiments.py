@@ -28,11 +28,12 @@ from .train import EMBEDDED, TrainConfig, config_differences, train
 
 # %% auto #0
 __all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'PPO_CLIP', 'KL_COEF', 'PPG_CLASSES', 'CLIPPED', 'METHODS', 'QUICK', 'FULL',
-           'TOKENS_PER_TURN', 'STUDIES', 'COLUMNS', 'method_config', 'scaling_method', 'ExperimentSpec', 'run_name',
-           'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows', 'versions', 'open_output',
-           'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table', 'format_table',
-           'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'table_figure', 'scaling_figure',
-           'best_k_figure', 'length_figure', 'Results', 'load_results']
+           'TOKENS_PER_TURN', 'STUDIES', 'COLUMNS', 'PAPER_KS', 'method_config', 'scaling_method', 'ExperimentSpec',
+           'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows', 'versions',
+           'open_output', 'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table',
+           'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'method_K', 'pc_residuals',
+           'paired_gap', 'ingredient_gaps', 'table_figure', 'scaling_figure', 'best_k_figure', 'length_figure',
+           'pc_residual_figure', 'Results', 'load_results']
 
 # %% ../nbs/13_experiments.ipynb #159275b7
 SEGMENT_LENGTH = 3  # turns per segment of the `segment` method
@@ -669,6 +670,70 @@ def targets_met(claims: dict, # from `check_claims`
     "Whether all three claims hold on at least `min_domains` domains."
     return sum(c["all_hold"] for c in claims.values()) >= min_domains
 
+# %% ../nbs/13_experiments.ipynb #44b29d97
+PAPER_KS = ("greedy", "kstep-2", "kstep-3", "kstep-4", "kstep-5")  # the paper's K = 1..5
+
+
+def method_K(method: str, n_turns: int | None = None) -> int | None:
+    "The lookahead of a PPG method: 1 for greedy, K for kstep-K, `n_turns` for full; None for the others."
+    if method == "greedy": return 1
+    if method == "full": return n_turns
+    m = _KSTEP.fullmatch(method)
+    return int(m.group(1)) if m else None
+
+
+def pc_residuals(turns: pd.DataFrame, # turns.csv rows: domain, method, N, n_turns, seed, turn, pc
+                 N: int, # the training conversations of the runs compared
+                 methods=PAPER_KS, # the policies compared
+                 reference: str = "methods", # "methods": their mean at each step; "base": the base model at each step
+                 n_turns: int | None = None, # the conversation length (None: the only one in `turns`)
+                ) -> pd.DataFrame: # domain, method, K, turn, pc, reference, residual, scaled
+    "Figure 2 (our reading): each method's mean PC at every turn minus the reference at that turn, scaled per domain to [-1, 1]."
+    if reference not in ("methods", "base"): raise ValueError(f"reference must be 'methods' or 'base', got {reference!r}")
+    lengths = sorted(turns.n_turns.unique()) if n_turns is None else [n_turns]
+    if len(lengths) != 1: raise ValueError(f"pc_residuals: turns of several lengths {lengths}: give n_turns")
+    rows = turns[(turns.n_turns == lengths[0]) & (((turns.N == N) & turns.method.isin(methods)) | (turns.method == "base"))]
+    means = rows.groupby(["domain", "method", "turn"]).pc.mean().reset_index()
+    out = []
+    for domain, g in means.groupby("domain", sort=False):
+        wide = g.pivot(index="turn", columns="method", values="pc")
+        have = [m for m in methods if m in wide]
+        if not have: continue
+        if reference == "base" and "base" not in wide: raise ValueError(f"pc_residuals: no base rows for {domain} at {lengths[0]} turns")
+        ref = wide[have].mean(axis=1) if reference == "methods" else wide["base"]
+        resid = wide[have].sub(ref, axis=0)
+        scale = float(resid.abs().max().max()) or 1.0
+        for m in have:
+            out += [dict(domain=domain, method=m, K=method_K(m, lengths[0]), turn=int(t), pc=float(wide.loc[t, m]),
+                         reference=float(ref[t]), residual=float(resid.loc[t, m]), scaled=float(resid.loc[t, m] / scale))
+                    for t in wide.index]
+    return pd.DataFrame(out, columns=["domain", "method", "K", "turn", "pc", "reference", "residual", "scaled"])
+
+# %% ../nbs/13_experiments.ipynb #ba98a6d5
+def paired_gap(table: pd.DataFrame, # table.csv rows: domain, method, seed, pc
+               a: str, b: str, # methods
+              ) -> pd.DataFrame: # domain, a, b, gap, se, n (seeds where both ran)
+    "Per domain, the mean over seeds of PC(a) - PC(b) (paired by seed: the same held-out personas) and its standard error."
+    wide = table.pivot_table(index=["domain", "seed"], columns="method", values="pc")
+    rows = []
+    for domain in dict.fromkeys(table.domain):
+        if a not in wide or b not in wide: continue
+        d = (wide.loc[domain, a] - wide.loc[domain, b]).dropna()
+        if len(d): rows.append(dict(domain=domain, a=a, b=b, gap=float(d.mean()), se=_se(d), n=len(d)))
+    return pd.DataFrame(rows, columns=["domain", "a", "b", "gap", "se", "n"])
+
+
+def ingredient_gaps(table: pd.DataFrame) -> pd.DataFrame: # domain, ingredient, a, b, gap, se, n
+    "PPO's passes (clip-full - full), its critic and KL (ppo - clip-full), and every credit set against full at 1 pass and at PPO's compute."
+    pairs = [("PPO's passes + clip", "clip-full", "full"), ("critic + KL", "ppo", "clip-full")]
+    for m in PPG_CLASSES:
+        if m == "full": continue
+        pairs += [(f"credit {m}, 1 pass", m, "full"), (f"credit {m}, PPO compute", f"clip-{m}", "clip-full")]
+    frames = [paired_gap(table, a, b).assign(ingredient=name) for name, a, b in pairs]
+    out = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame(
+        columns=["domain", "a", "b", "gap", "se", "n", "ingredient"])
+    return out[["domain", "ingredient", "a", "b", "gap", "se", "n"]]
+
 # %% ../nbs/13_experiments.ipynb #f91ce391
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -747,7 +812,9 @@ def best_k_figure(scaling: pd.DataFrame, # scaling.csv rows
 
 
 def length_figure(length: pd.DataFrame, # length.csv rows
-                  title: str = "") -> go.Figure:
+                  title: str = "",
+                  best_K: dict | None = None, # domain -> K: draw only that K-step method per domain, as "best K"
+                 ) -> go.Figure:
     "Figure 5 analog: PC vs conversation length (agent turns), one line per method, one panel per domain."
     domains = list(dict.fromkeys(length.domain))
     stats = _mean_se(length, ["domain", "method", "n_turns"])
@@ -755,13 +822,37 @@ def length_figure(length: pd.DataFrame, # length.csv rows
     for col, domain in enumerate(domains, 1):
         for i, method in enumerate(_method_order(length.method.unique())):
             g = stats[(stats.domain == domain) & (stats.method == method)]
+            name = method
+            if best_K is not None and _KSTEP.fullmatch(method):
+                if method != f"kstep-{best_K[domain]}": continue
+                name = "best K-step"
             if g.empty: continue
+            label = f"{name} (K={best_K[domain]})" if name == "best K-step" else name
             fig.add_trace(go.Scatter(x=g.n_turns.tolist(), y=g["mean"].tolist(), error_y=dict(type="data", array=g.se.fillna(0).tolist()),
-                                     mode="lines+markers", name=method, legendgroup=method, showlegend=col == 1,
+                                     mode="lines+markers", name=label, legendgroup=name, showlegend=col == 1 or name == "best K-step",
                                      line=dict(color=_COLORS[list(METHODS).index(method) % 10 if method in METHODS else i % 10],
                                                dash="dot" if method == "base" else None)), row=1, col=col)
         fig.update_xaxes(title_text="conversation length (agent turns)", row=1, col=col)
     fig.update_yaxes(title_text="persona consistency", row=1, col=1)
+    return fig
+
+
+def pc_residual_figure(residuals: pd.DataFrame, # from `pc_residuals`
+                       title: str = "") -> go.Figure:
+    "Figure 2 (our reading): the scaled residual of PC at every step, one line per K, one panel per domain."
+    domains = list(dict.fromkeys(residuals.domain))
+    Ks = sorted(residuals.K.unique().tolist())
+    fig = _per_domain(domains, title)
+    for col, domain in enumerate(domains, 1):
+        for K in Ks:
+            g = residuals[(residuals.domain == domain) & (residuals.K == K)].sort_values("turn")
+            if g.empty: continue
+            label = f"K={K}" + (" (greedy)" if K == 1 else "")
+            fig.add_trace(go.Scatter(x=g.turn.tolist(), y=g.scaled.tolist(), mode="lines+markers", name=label, legendgroup=label,
+                                     showlegend=col == 1, line=dict(color=_k_color(K, Ks))), row=1, col=col)
+        fig.add_hline(y=0, line=dict(color="grey", width=1), row=1, col=col)
+        fig.update_xaxes(title_text="trajectory step (agent turn)", row=1, col=col)
+    fig.update_yaxes(title_text="scaled residual of PC", range=[-1.1, 1.1], row=1, col=1)
     return fig
 
 # %% ../nbs/13_experiments.ipynb #c517ff1d
