@@ -31,9 +31,9 @@ __all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'PPO_CLIP', 'KL_COEF', 'PPG_CLASSES',
            'TOKENS_PER_TURN', 'STUDIES', 'COLUMNS', 'PAPER_KS', 'method_config', 'scaling_method', 'ExperimentSpec',
            'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows', 'versions',
            'open_output', 'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table',
-           'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'method_K', 'pc_residuals',
-           'paired_gap', 'ingredient_gaps', 'table_figure', 'scaling_figure', 'best_k_figure', 'length_figure',
-           'pc_residual_figure', 'Results', 'load_results']
+           'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'auto_vs_fixed', 'progress',
+           'method_K', 'pc_residuals', 'paired_gap', 'ingredient_gaps', 'table_figure', 'scaling_figure',
+           'best_k_figure', 'length_figure', 'pc_residual_figure', 'Results', 'load_results']
 
 # %% ../nbs/13_experiments.ipynb #159275b7
 SEGMENT_LENGTH = 3  # turns per segment of the `segment` method
@@ -669,6 +669,43 @@ def targets_met(claims: dict, # from `check_claims`
                ) -> bool:
     "Whether all three claims hold on at least `min_domains` domains."
     return sum(c["all_hold"] for c in claims.values()) >= min_domains
+
+# %% ../nbs/13_experiments.ipynb #13e433c3
+def auto_vs_fixed(scaling: pd.DataFrame, # scaling.csv rows, fixed K and 'auto'
+                 ) -> pd.DataFrame: # domain, N, auto, auto_se, chosen, best_K, best, best_se, within_se, gap, gap_se, seeds
+    "K='auto' against the best fixed K per (domain, N), on the seeds where auto ran."
+    fixed, auto = fixed_k(scaling), auto_rows(scaling)
+    rows = []
+    for (domain, N), a in auto.groupby(["domain", "N"], sort=False):
+        f = fixed[(fixed.domain == domain) & (fixed.N == N) & fixed.seed.isin(a.seed)]
+        if f.empty: continue
+        means = f.pivot_table(index="N", columns="K", values="pc", aggfunc="mean")
+        K = best_k(means)[N]
+        best = f[f.K == K].set_index("seed").pc
+        paired = (best - a.set_index("seed").pc).dropna()
+        rows.append(dict(domain=domain, N=int(N), auto=float(a.pc.mean()), auto_se=_se(a.pc), chosen=float(a.chosen.mean()),
+                         best_K=int(K), best=float(best.mean()), best_se=_se(best),
+                         within_se=bool(a.pc.mean() >= best.mean() - (_se(best) if len(best) > 1 else 0.0)),
+                         gap=float(paired.mean()), gap_se=_se(paired), seeds=len(paired)))
+    return pd.DataFrame(rows, columns=["domain", "N", "auto", "auto_se", "chosen", "best_K", "best", "best_se", "within_se", "gap",
+                                       "gap_se", "seeds"])
+
+
+def progress(path, # a results folder
+             spec: ExperimentSpec | None = None, # the spec planned (None: the folder's meta.json spec)
+            ) -> pd.DataFrame: # study, domain, done, planned, seeds_done (seeds with every row there)
+    "Rows done against rows planned, per study and domain (a folder filled piece by piece)."
+    path = Path(path)
+    spec = spec or ExperimentSpec.from_dict(json.loads((path / "meta.json").read_text())["spec"])
+    p, rows = plan(spec), []
+    for study in STUDIES:
+        f = ResultsCSV(path / f"{study}.csv", study)
+        todo = p[p.study == study]
+        for domain, g in todo.groupby("domain", sort=False):
+            done = [f.key(r._asdict()) in f.done for r in g.itertuples(index=False)]
+            full_seeds = [s for s, h in g.assign(done=done).groupby("seed") if h.done.all()]
+            rows.append(dict(study=study, domain=domain, done=sum(done), planned=len(g), seeds_done=full_seeds))
+    return pd.DataFrame(rows, columns=["study", "domain", "done", "planned", "seeds_done"])
 
 # %% ../nbs/13_experiments.ipynb #44b29d97
 PAPER_KS = ("greedy", "kstep-2", "kstep-3", "kstep-4", "kstep-5")  # the paper's K = 1..5
