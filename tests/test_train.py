@@ -338,7 +338,9 @@ def test_k_auto_chooses_logs_and_resumes_exactly(tmp_path, base_dir):
         train(_config(tmp_path, "cut", **kw), callback=stop_at_2)
     resumed = train(_config(tmp_path, "cut", resume_from=str(tmp_path / "cut"), **kw))
     assert [r["auto/K"] for r in resumed.history] == [r["auto/K"] for r in whole.history]
-    assert [r["auto/score"] for r in resumed.history] == [r["auto/score"] for r in whole.history]
+    # the scores are float64 sums of float32 matmuls: MKL may split a reduction differently on a loaded machine (seen: 1e-8 relative)
+    for got, want in zip([r["auto/score"] for r in resumed.history], [r["auto/score"] for r in whole.history]):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-15)
     assert resumed.chosen_K == whole.chosen_K                                   # the checkpoint keeps the steps before the cut
     a, b = _adapter(tmp_path / "whole"), _adapter(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
