@@ -322,8 +322,9 @@ def auto_rows(scaling: pd.DataFrame) -> pd.DataFrame:
     return scaling[scaling.K == AUTO].reset_index(drop=True)
 
 # %% ../nbs/13_experiments.ipynb #74b456dd
-def versions() -> dict:
-    "Versions of what produced a result, and where it ran."
+def versions(results=None, # a results folder whose own files, rewritten as runs finish, do not make the tree dirty
+            ) -> dict:
+    "Versions of what produced a result, and where it ran (git: the commit, '+dirty' when tracked code differs from it)."
     import torch, transformers, peft, ppg_nb
     v = dict(ppg_nb=ppg_nb.__version__, torch=torch.__version__, transformers=transformers.__version__,
              peft=peft.__version__, python=platform.python_version(), platform=platform.platform(),
@@ -333,7 +334,10 @@ def versions() -> dict:
         root = Path(ppg_nb.__file__).resolve().parents[1]
         git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-        if git.returncode == 0: v["git"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        skip = None if results is None else Path(results).resolve()
+        changed = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
+        changed = [c for c in changed if skip is None or skip not in (root / c).resolve().parents]
+        if git.returncode == 0: v["git"] = git.stdout.strip() + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError): pass
     return v
 
@@ -361,7 +365,7 @@ def open_output(spec: ExperimentSpec, # the experiment about to run
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"output {str(out)!r} is not empty and holds no experiments (no meta.json): choose a new directory")
     else: meta = {"mode": spec.name, "commands": []}
-    v = versions()
+    v = versions(out)
     meta.update(spec=spec.to_dict(), versions=v, date=meta.get("date", _now()), complete=False)
     meta["commands"].append(dict(command=command or f"ppg_nb.experiments on {spec.name}", started=_now(), finished=None,
                                  versions=v))
