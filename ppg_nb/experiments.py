@@ -499,9 +499,10 @@ def _run_study(self: _Runner, study: str) -> pd.DataFrame:
     todo = [r for r in rows.itertuples(index=False) if f.key(r._asdict()) not in f.done]
     if len(todo) < len(rows): self.log(f"{study}: {len(rows) - len(todo)} of {len(rows)} rows already in {f.path}")
     for r in rows.itertuples(index=False):  # rows done before turns.csv existed: their runs' result.json still has the turns
+        if r.method == "base" or f.key(r._asdict()) not in f.done: continue
+        if turns.key(dict(r._asdict(), turn=1)) in turns.done: continue          # recorded: no file to read
         result = self.out / "runs" / run_name(r.domain, r.method, r.N, r.n_turns, r.seed) / "result.json"
-        if r not in todo and r.method != "base" and result.is_file():
-            self.record_turns(turns, r, json.loads(result.read_text())["pc_by_turn_after"])
+        if result.is_file(): self.record_turns(turns, r, json.loads(result.read_text())["pc_by_turn_after"])
     for i, r in enumerate(todo, 1):
         t0 = time.time()
         if r.method == "base":
