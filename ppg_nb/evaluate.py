@@ -5,6 +5,7 @@
 # %% ../nbs/09_evaluate.ipynb #66f42e05
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,9 +16,9 @@ from .data import Conversation
 from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
-__all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'Rollout', 'turn_closing',
-           'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency', 'evaluate', 'replay_logged',
-           'judged_pc', 'line_logprobs', 'separation_auc', 'label_shift']
+__all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'growing_cache', 'LineSampler',
+           'Rollout', 'turn_closing', 'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency',
+           'evaluate', 'replay_logged', 'judged_pc', 'line_logprobs', 'separation_auc', 'label_shift']
 
 # %% ../nbs/09_evaluate.ipynb #8881967b
 SMALL_MODEL = 50_000_000  # parameters: below this, CPU generation runs on one thread
@@ -65,28 +66,122 @@ def sample_lines(model, # a causal LM (peft-wrapped or not)
                  stops: set[int] | None = None, # ids a line ends at (kept); None: `stop_ids(model, tokenizer)`
                 ) -> list[tuple[list[int], list[float]]]: # per prompt: sampled ids, their sampling log-probs
     "One line per prompt from one batched `generate`: the sampled ids up to the first stop, and the log-prob of each."
-    from transformers import StoppingCriteriaList
     stops = stop_ids(model, tokenizer) if stops is None else stops
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
-    mask = torch.zeros(len(prompts), width, dtype=torch.long)
-    for b, p in enumerate(prompts): ids[b, width - len(p):] = torch.tensor(p); mask[b, width - len(p):] = 1
+    ids, mask = _left_padded(prompts, tokenizer.pad_token_id)
+    return _generate_lines(model, tokenizer, ids, mask, temperature, max_new_tokens, stops)[0]
+
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Rows of ids padded on the left to one width, and their attention mask (1: a real id)."
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, r in enumerate(rows):
+        if r: ids[b, width - len(r):] = torch.tensor(r); mask[b, width - len(r):] = 1
+    return ids, mask
+
+
+@functools.cache
+def _growing_layer():
+    "A `DynamicLayer` that writes new keys and values into spare room (doubling it when full) instead of concatenating."
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized: self.lazy_initialization(key_states, value_states); self.room = None
+            n, new = self.get_seq_length(), key_states.shape[-2]
+            stale = (self.room is None or self.keys.data_ptr() != self.room[0].data_ptr()  # replaced (e.g. rows selected)
+                     or self.room[0].shape[:-2] != key_states.shape[:-2] or n + new > self.room[0].shape[-2])
+            if stale:
+                size = max(2 * (n + new), 64)
+                self.room = tuple(s.new_empty(*s.shape[:-2], size, s.shape[-1]) for s in (key_states, value_states))
+                if n: self.room[0][..., :n, :], self.room[1][..., :n, :] = self.keys, self.values
+            self.room[0][..., n:n + new, :], self.room[1][..., n:n + new, :] = key_states, value_states
+            self.keys, self.values = self.room[0][..., :n + new, :], self.room[1][..., :n + new, :]
+            return self.keys, self.values
+
+    return GrowingLayer
+
+
+def growing_cache():
+    "An empty `DynamicCache` whose layers grow in place (O(new ids) per step, not O(all)); None where transformers lacks cache layers."
+    try: from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError: return None
+    cache = DynamicCache()
+    if getattr(cache, "layer_class_to_replicate", None) is not DynamicLayer or cache.layers: return None
+    cache.layer_class_to_replicate = _growing_layer()
+    return cache
+
+
+def _cache_keyword() -> str:
+    "What `generate` calls a KV cache, in its arguments and its output: `cache` in transformers 5, `past_key_values` before."
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+    return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+
+def _generate_lines(model, tokenizer, ids, mask, temperature, max_new_tokens, stops, cache=None):
+    "Sample one line per row after `ids` (pads anywhere, masked out), reusing `cache` for the ids it holds: (lines, generate's output)."
+    from transformers import StoppingCriteriaList
     sample = temperature > 0
+    reuse = {_cache_keyword(): cache} if cache is not None else {}
     with torch.no_grad(), generation_threads(model):
         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=sample,
                              temperature=temperature if sample else None, top_p=None, top_k=None,
                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=sorted(end_of_turn_ids(model, tokenizer)),
                              stopping_criteria=StoppingCriteriaList([_StopAtIds(stops)]),
-                             output_scores=True, return_dict_in_generate=True)
-    new = out.sequences[:, width:].cpu()
+                             output_scores=True, return_dict_in_generate=True, **reuse)
+    new = out.sequences[:, ids.shape[1]:].cpu()
     logprobs = torch.stack([s.float().log_softmax(-1).gather(1, new[:, k:k + 1].to(s.device))[:, 0].cpu()
                             for k, s in enumerate(out.scores)], 1)
     lines = []
     for row, lp in zip(new.tolist(), logprobs.tolist()):
         end = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
         lines.append((row[:end], lp[:end]))
-    return lines
+    return lines, out
+
+# %% ../nbs/09_evaluate.ipynb #4e8c40ea
+class LineSampler:
+    "`sample_lines` for a fixed batch of growing prompts: keeps the KV cache between calls, so each reads only the new ids."
+    def __init__(self, model, # a causal LM (peft-wrapped or not)
+                 tokenizer, # its tokenizer (for the pad id)
+                 temperature: float = 1.0, # 0: greedy decoding
+                 max_new_tokens: int = 48, # longest line
+                 stops: set[int] | None = None): # ids a line ends at (kept); None: `stop_ids(model, tokenizer)`
+        self.model, self.tokenizer, self.temperature, self.max_new_tokens = model, tokenizer, temperature, max_new_tokens
+        self.stops = stop_ids(model, tokenizer) if stops is None else stops
+        self.reset()
+
+    def reset(self):
+        "Forget the cache: the next call reads its prompts from the start."
+        self.ids = self.mask = self.cache = None  # every id the cache has seen (pads included), which are real, the cache
+        self.seen: list[list[int]] = []           # each row's real ids so far (prompt and sampled line)
+        self.read_tokens = 0                      # ids (pads included) read in prefill by all calls
+
+    def extends(self, prompts: list[list[int]]) -> bool:
+        "Whether every prompt is what its row has seen followed by at least one new id."
+        return (self.ids is not None and len(prompts) == len(self.seen)
+                and all(len(p) > len(s) and p[:len(s)] == s for p, s in zip(prompts, self.seen)))
+
+    def __call__(self, prompts: list[list[int]]) -> list[tuple[list[int], list[float]]]: # as `sample_lines`
+        "One line per prompt, as `sample_lines` samples it, reading only the ids each prompt adds to its row."
+        pad = self.tokenizer.pad_token_id
+        if self.extends(prompts):
+            new_ids, new_mask = _left_padded([p[len(s):] for p, s in zip(prompts, self.seen)], pad)
+            ids, mask, cache = torch.cat([self.ids, new_ids], 1), torch.cat([self.mask, new_mask], 1), self.cache
+        else:
+            self.reset()
+            (ids, mask), cache = _left_padded(prompts, pad), growing_cache()
+        cached = 0 if cache is None else cache.get_seq_length()
+        self.read_tokens += len(prompts) * (ids.shape[1] - cached)
+        lines, out = _generate_lines(self.model, self.tokenizer, ids, mask, self.temperature, self.max_new_tokens,
+                                     self.stops, cache)
+        generated = out.sequences.shape[1] - ids.shape[1]
+        kept = torch.tensor([[1] * len(line) + [0] * (generated - len(line)) for line, _ in lines], dtype=torch.long)
+        self.ids, self.mask = out.sequences.cpu(), torch.cat([mask, kept], 1)
+        self.cache = out.get(_cache_keyword())  # None when the model does not cache: the next call reads everything
+        self.seen = [p + line for p, (line, _) in zip(prompts, lines)]
+        return lines
 
 # %% ../nbs/09_evaluate.ipynb #371d02d0
 @dataclass
@@ -151,13 +246,15 @@ class TokenAgent:
                  tokenizer, # its tokenizer, with a chat template
                  temperature: float = 1.0, # sampling temperature (0: greedy)
                  max_new_tokens: int = 48, # longest line
-                 stop: str | None = "\n"): # a line also ends at a token containing this
+                 stop: str | None = "\n", # a line also ends at a token containing this
+                 reuse_cache: bool = True): # keep the KV cache from turn to turn (`LineSampler`); False: `sample_lines`
         self.model, self.tokenizer, self.temperature, self.max_new_tokens = model, tokenizer, temperature, max_new_tokens
         self.system_role = supports_system_role(tokenizer)
         self.closing = turn_closing(tokenizer, self.system_role)
         self.end_ids, self.stops = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop)
         self.rollouts: list[Rollout] = []
-        self.generate_seconds, self.generated_tokens = 0.0, 0  # time in `sample_lines`, tokens it kept
+        self.sampler = LineSampler(model, tokenizer, temperature, max_new_tokens, self.stops) if reuse_cache else None
+        self.generate_seconds, self.generated_tokens = 0.0, 0  # time spent sampling lines, tokens kept
 
     def __call__(self, conversations: list[Conversation]) -> list[str]:
         "The agent's next line in every conversation (the simulator keeps the list in order from round to round)."
@@ -165,8 +262,9 @@ class TokenAgent:
         for conv, r in zip(conversations, self.rollouts):
             r.read(context_ids(self.tokenizer, conv, r, self.system_role, self.end_ids, self.closing))
         start = time.perf_counter()
-        lines = sample_lines(self.model, self.tokenizer, [r.input_ids for r in self.rollouts], self.temperature,
-                             self.max_new_tokens, self.stops)
+        prompts = [r.input_ids for r in self.rollouts]
+        lines = (self.sampler(prompts) if self.sampler else
+                 sample_lines(self.model, self.tokenizer, prompts, self.temperature, self.max_new_tokens, self.stops))
         self.generate_seconds += time.perf_counter() - start
         self.generated_tokens += sum(len(ids) for ids, _ in lines)
         for r, (ids, logprobs) in zip(self.rollouts, lines): r.write(ids, logprobs)

@@ -180,7 +180,7 @@ QUICK = ExperimentSpec(
 
 FULL = ExperimentSpec(
     "full", domains=("education", "therapy", "chatting"), methods=tuple(METHODS), seeds=(0, 1, 2), n_train=320, n_turns=10,
-    Ns=(128, 320, 768), Ks=(1, 2, 3, 4, 5), lengths=(10, 20, 40, 60), length_methods=("base", "greedy", "kstep-2", "kstep-3", "full", "ppo"),
+    Ns=(128, 320, 768), Ks=(1, 2, 3, 4, 5), lengths=(10, 20, 40, 60), length_methods=("base", "greedy", "kstep-2", "full", "ppo"),
     length_N=128, eval_personas=64, n_samples=2)
 
 # %% ../nbs/13_experiments.ipynb #8a355c07
