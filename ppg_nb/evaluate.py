@@ -16,9 +16,10 @@ from .data import Conversation
 from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
-__all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'growing_cache', 'LineSampler',
-           'Rollout', 'turn_closing', 'context_ids', 'TokenAgent', 'rollout', 'Evaluation', 'persona_consistency',
-           'evaluate', 'replay_logged', 'judged_pc', 'line_logprobs', 'separation_auc', 'label_shift']
+__all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'growing_cache',
+           'cache_reuse_is_exact', 'LineSampler', 'Rollout', 'turn_closing', 'context_ids', 'TokenAgent', 'rollout',
+           'Evaluation', 'persona_consistency', 'evaluate', 'replay_logged', 'judged_pc', 'line_logprobs',
+           'separation_auc', 'label_shift']
 
 # %% ../nbs/09_evaluate.ipynb #8881967b
 SMALL_MODEL = 50_000_000  # parameters: below this, CPU generation runs on one thread
@@ -84,11 +85,14 @@ def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
 @functools.cache
 def _growing_layer():
     "A `DynamicLayer` that writes new keys and values into spare room (doubling it when full) instead of concatenating."
+    import inspect
     from transformers.cache_utils import DynamicLayer
+    with_values = "value_states" in inspect.signature(DynamicLayer.lazy_initialization).parameters  # 5.x; 4.56-4.57: keys only
 
     class GrowingLayer(DynamicLayer):
         def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized: self.lazy_initialization(key_states, value_states); self.room = None
+            if not self.is_initialized:
+                self.lazy_initialization(*((key_states, value_states) if with_values else (key_states,))); self.room = None
             n, new = self.get_seq_length(), key_states.shape[-2]
             stale = (self.room is None or self.keys.data_ptr() != self.room[0].data_ptr()  # replaced (e.g. rows selected)
                      or self.room[0].shape[:-2] != key_states.shape[:-2] or n + new > self.room[0].shape[-2])
@@ -111,6 +115,16 @@ def growing_cache():
     if getattr(cache, "layer_class_to_replicate", None) is not DynamicLayer or cache.layers: return None
     cache.layer_class_to_replicate = _growing_layer()
     return cache
+
+
+def cache_reuse_is_exact(model) -> bool:
+    "Whether `LineSampler` may keep the cache for `model`: every layer attends to all earlier ids, and `generate` takes our cache."
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(getattr(model, "generation_config", None), "cache_implementation", None) is not None: return False
+    types = getattr(config, "layer_types", None)  # a window counts positions, pads included: the gaps would shrink it
+    if types is not None: return all(t == "full_attention" for t in types)
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    return window is None and getattr(config, "attention_chunk_size", None) is None
 
 
 def _cache_keyword() -> str:
@@ -150,13 +164,14 @@ class LineSampler:
                  stops: set[int] | None = None): # ids a line ends at (kept); None: `stop_ids(model, tokenizer)`
         self.model, self.tokenizer, self.temperature, self.max_new_tokens = model, tokenizer, temperature, max_new_tokens
         self.stops = stop_ids(model, tokenizer) if stops is None else stops
+        self.reuse = cache_reuse_is_exact(model)  # False (sliding windows, a fixed cache type): every call reads everything
+        self.read_tokens = 0                      # ids (pads included) read in prefill by all calls
         self.reset()
 
     def reset(self):
         "Forget the cache: the next call reads its prompts from the start."
         self.ids = self.mask = self.cache = None  # every id the cache has seen (pads included), which are real, the cache
         self.seen: list[list[int]] = []           # each row's real ids so far (prompt and sampled line)
-        self.read_tokens = 0                      # ids (pads included) read in prefill by all calls
 
     def extends(self, prompts: list[list[int]]) -> bool:
         "Whether every prompt is what its row has seen followed by at least one new id."
@@ -166,12 +181,12 @@ class LineSampler:
     def __call__(self, prompts: list[list[int]]) -> list[tuple[list[int], list[float]]]: # as `sample_lines`
         "One line per prompt, as `sample_lines` samples it, reading only the ids each prompt adds to its row."
         pad = self.tokenizer.pad_token_id
-        if self.extends(prompts):
+        if self.reuse and self.extends(prompts):
             new_ids, new_mask = _left_padded([p[len(s):] for p, s in zip(prompts, self.seen)], pad)
             ids, mask, cache = torch.cat([self.ids, new_ids], 1), torch.cat([self.mask, new_mask], 1), self.cache
         else:
             self.reset()
-            (ids, mask), cache = _left_padded(prompts, pad), growing_cache()
+            (ids, mask), cache = _left_padded(prompts, pad), growing_cache() if self.reuse else None
         cached = 0 if cache is None else cache.get_seq_length()
         self.read_tokens += len(prompts) * (ids.shape[1] - cached)
         lines, out = _generate_lines(self.model, self.tokenizer, ids, mask, self.temperature, self.max_new_tokens,
@@ -179,7 +194,7 @@ class LineSampler:
         generated = out.sequences.shape[1] - ids.shape[1]
         kept = torch.tensor([[1] * len(line) + [0] * (generated - len(line)) for line, _ in lines], dtype=torch.long)
         self.ids, self.mask = out.sequences.cpu(), torch.cat([mask, kept], 1)
-        self.cache = out.get(_cache_keyword())  # None when the model does not cache: the next call reads everything
+        self.cache = out.get(_cache_keyword()) if self.reuse else None  # None: the next call reads everything
         self.seen = [p + line for p, (line, _) in zip(prompts, lines)]
         return lines
 
