@@ -164,7 +164,7 @@ def train_config_from_args(args) -> "TrainConfig":
 
 def _print_result(result) -> None:
     c = result.config
-    print(f"policy: {result.to_dict()['policy_label']} | domain: {c.domain} | model: {result.base_model}")
+    print(f"policy: {result.to_dict()['policy_label']} | {result.mode} on {result.data} | model: {result.base_model}")
     if result.pc_before is not None:
         print(f"persona consistency on {c.eval_personas} held-out personas, {c.n_turns} turns: "
               f"before {result.pc_before:.3f} -> after {result.pc_after:.3f} ({result.pc_after - result.pc_before:+.3f})")

@@ -33,10 +33,11 @@ from .render import (Advantages, Batch, EncodeStats, check_conversations, collat
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
-           'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'base_recipe', 'lr_scheduler',
-           'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
-           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
-           'kl_penalty', 'turn_start_positions', 'ValueHead', 'peak_memory_mb', 'train']
+           'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'RunData', 'run_data',
+           'base_recipe', 'lr_scheduler', 'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks',
+           'checkpoint_index', 'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences',
+           'ratio_deviation', 'minibatches', 'AutoCredit', 'kl_penalty', 'turn_start_positions', 'ValueHead',
+           'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #536c2a34
 def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
@@ -303,6 +304,25 @@ def load_data(config: TrainConfig, # the run
     check_conversations(conversations, need_rewards=True, source=source)
     return conversations, source
 
+# %% ../nbs/10_train.ipynb #f1291866
+@dataclass
+class RunData:
+    "What a run reads, decided once from its config by `run_data`."
+    mode: str # 'offline' or 'online': the step `train` runs
+    source: str # where the conversations come from, in words (result.json's `data`)
+    logged: list | None = None # offline: the conversations trained on; partner='logged': those whose partner lines are replayed
+    held_out: list | None = None # `eval_data`: labelled held-out conversations for the judge-free measure
+
+
+def run_data(config: TrainConfig) -> RunData:
+    "The mode of `config` and the conversations it reads (loaded and checked, before any model)."
+    mode = config.resolved_mode
+    if mode == "offline" or config.partner == "logged": logged, source = load_data(config)
+    else: logged, source = None, f"rollouts of {config.domain} personas against the partner simulator"
+    if mode == "online" and logged is not None: source = f"rollouts replaying the partner lines of {source}"
+    held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
+    return RunData(mode, source, logged, held_out)
+
 # %% ../nbs/10_train.ipynb #63eba8fd
 BASE_ARCH = dict(hidden_size=128, num_layers=2, num_heads=2, max_positions=1024)
 BASE_TRAIN = dict(lr=1e-2, batch_size=32, warmup=30, vocab_size=2048, max_length=1024, n_turns=10)
@@ -435,6 +455,8 @@ class TrainResult:
     output: Path # the run directory
     config: TrainConfig # the configuration
     history: list = field(repr=False) # one dict per logged step (`train/...`) or evaluation (`eval/...`)
+    mode: str = "" # the mode that ran: 'offline' or 'online'
+    data: str = "" # what it trained on, in words (`RunData.source`)
     pc_before: float | None = None # persona consistency before training (None: evaluation off)
     pc_after: float | None = None # persona consistency after training
     pc_by_turn_before: list | None = field(default=None, repr=False)
@@ -449,7 +471,7 @@ class TrainResult:
     label_shift: dict | None = None # with `eval_data`: the judge-free measure (`label_auc`, `n_lines`, ...; `ppg_nb.evaluate.label_shift`)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("pc_before", "pc_after", "steps", "seconds", "tokens_per_s", "peak_memory_mb", "base_model",
+        d = {k: getattr(self, k) for k in ("pc_before", "pc_after", "mode", "data", "steps", "seconds", "tokens_per_s", "peak_memory_mb", "base_model",
                                            "pc_by_turn_before", "pc_by_turn_after", "encode_stats", "chosen_K", "label_shift")}
         return {"pc_before": d.pop("pc_before"), "pc_after": d.pop("pc_after"), "policy": self.config.policy,
                 "K": self.config.policy_params.get("K"), "policy_params": self.config.policy_params,
@@ -663,7 +685,7 @@ def _offline_step(step, model, params, optimizer, scheduler, examples, returns, 
     norm = _update(model, params, optimizer, scheduler, config, accelerator)
     returns_seen = torch.cat([b.turn_returns for b in batches]).sum() / torch.cat([b.turn_mask for b in batches]).sum().clamp(min=1)
     return {"train/loss": float(np.mean(losses)), "train/grad_norm": norm,
-            "train/tokens": sum(int(b.attention_mask.sum()) for b in batches),
+            "train/sequences": sum(len(b.conv_index) for b in batches), "train/tokens": sum(int(b.attention_mask.sum()) for b in batches),
             "train/agent_tokens": sum(b.n_tokens for b in batches), "train/mean_return": float(returns_seen),
             **({"auto/K": K, **auto.last} if auto is not None else {})}
 
@@ -750,6 +772,7 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
     ppo = {f"train/{k}": float(np.mean([e[k] for e in extras])) for k in extras[0]}
     if values is not None: ppo["train/value_mean"] = float(torch.cat([v[b.turn_mask] for v, b in zip(values, batches)]).mean())
     return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1], **ppo,        # 6. log
+            "train/sequences": len(examples) * config.ppo_epochs, "train/agent_turns": max(len(ex.turns) for ex in examples),
             "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
             "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
             "train/rollout_pc": persona_consistency(convs).pc, "train/first_ratio_dev": deviations[0],
@@ -789,10 +812,9 @@ class _Run:
     adv_fn: Advantages
     total: int # optimiser steps of the whole run
     base: str # the base model's name or directory
+    data: RunData # the mode and the conversations it reads (`run_data`)
     examples: list | None = None # offline: encoded logged data
     returns: torch.Tensor | None = None # offline: its partial returns (N, J)
-    eval_conversations: list | None = None # `eval_data`: labelled held-out conversations
-    logged: list | None = None # partner='logged': the conversations whose partner lines online rollouts replay
     judge: object | None = None # `config.judge`, loaded (None: the simulator's rule judge)
     auto: AutoCredit | None = None # K='auto': the rule and its statistics
     value_head: ValueHead | None = None # baseline='value': PPO's critic (optimised with the adapter, saved in state.json)
@@ -807,9 +829,14 @@ class _Run:
     def main(self) -> bool: return self.accelerator.is_main_process
     @property
     def params(self) -> list: return [p for p in self.model.parameters() if p.requires_grad]
+    @property
+    def eval_conversations(self) -> list | None: return self.data.held_out
+    @property
+    def logged(self) -> list | None: # partner='logged': the conversations whose partner lines online rollouts replay
+        return self.data.logged if self.config.partner == "logged" else None
 
 # %% ../nbs/10_train.ipynb #2c1a8b59
-def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: list | None) -> _Run:
+def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> _Run:
     "Model, LoRA, data, optimiser and schedule under accelerate; the checkpoint's state when resuming."
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -817,7 +844,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), project_config=project, mixed_precision=config.mixed_precision)
     world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu" and world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    offline = conversations is not None
+    offline, conversations = data.mode == "offline", data.logged
     if config.model == EMBEDDED:
         with accelerator.main_process_first():
             base = embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed,
@@ -845,7 +872,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, conversations: lis
     scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
     model, optimizer = accelerator.prepare(model, optimizer)
     adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages)
-    run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, adv_fn, total, str(base), examples=examples,
+    run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, adv_fn, total, str(base), data, examples=examples,
                returns=returns, value_head=value_head, stats=stats, state={"step": 0, "history": [], "evals": {}})
     if config.K == AUTO:
         net = accelerator.unwrap_model(model)
@@ -885,14 +912,14 @@ def _loop(run: _Run, callback=None) -> None:
     handler = signal.signal(signal.SIGINT, ask_stop) if _main_thread() else None
     log = open(run.out / "log.jsonl", "a") if run.main else None
     bar = tqdm(total=run.total, initial=state["step"], disable=not (config.progress and run.main),
-               desc=f"PPG {policy_label(config.policy, config.policy_params)}")
+               desc=f"PPG {policy_label(config.policy, config.policy_params)}, {run.data.mode}")
     complete = True
     run.model.train()
     try:
         while state["step"] < run.total:
             step, t0, complete = state["step"], time.perf_counter(), False
             torch.manual_seed(derive_seed(config.seed, step, accelerator.process_index, 7))
-            if run.examples is not None:
+            if run.data.mode == "offline":
                 record = _offline_step(step, run.model, run.params, run.optimizer, run.scheduler, run.examples, run.returns,
                                        run.adv_fn, run.tok.pad_token_id, config, accelerator, run.auto)
             else:
@@ -902,7 +929,7 @@ def _loop(run: _Run, callback=None) -> None:
             if run.auto is not None: state.setdefault("auto_K", []).append(record["auto/K"])  # the K of every step
             dt = time.perf_counter() - t0
             run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes
-            record = {"step": step, **record, "train/lr": run.scheduler.get_last_lr()[0],
+            record = {"step": step, "mode": run.data.mode, **record, "train/lr": run.scheduler.get_last_lr()[0],
                       "train/tokens_per_s": record["train/tokens"] * accelerator.num_processes / dt, "time/step_s": dt}
             if config.eval_every and step % config.eval_every == 0 and step < run.total:
                 if run.main: record.update(_evaluate(run.net, run.tok, config, run.judge))
@@ -965,7 +992,8 @@ def _finish(run: _Run, seconds: float) -> TrainResult:
     "Checkpoint, save the adapter (safetensors) and `result.json`; the `TrainResult`."
     _checkpoint(run)
     state, before, after = run.state, run.state["evals"].get("before", {}), run.state["evals"].get("after", {})
-    result = TrainResult(run.out, run.config, state["history"], steps=state["step"], seconds=seconds,
+    result = TrainResult(run.out, run.config, state["history"], mode=run.data.mode, data=run.data.source,
+                         steps=state["step"], seconds=seconds,
                          tokens_per_s=run.loop_tokens / run.loop_time if run.loop_time else 0.0, base_model=run.base,
                          peak_memory_mb=peak_memory_mb(run.accelerator.device),
                          encode_stats=asdict(run.stats), pc_before=before.get("eval/pc"), pc_after=after.get("eval/pc"),
@@ -988,12 +1016,8 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
     started = time.time()
     config = TrainConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)  # validated again
     out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
-    logged = load_data(config)[0] if config.data is not None else None  # (the data too)
-    conversations = logged if config.resolved_mode == "offline" else None
-    held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
-    run = _setup(config, out, ckpt, conversations)                       # 2. model, LoRA, data, optimiser; resume
-    run.eval_conversations = held_out
-    if config.partner == "logged": run.logged = logged
+    data = run_data(config)                                              # (the mode and its data, decided once)
+    run = _setup(config, out, ckpt, data)                                # 2. model, LoRA, data, optimiser; resume
     if config.judge != "rule" or config.partner == "logged":
         from ppg_nb.judge import load_judge
         run.judge = load_judge(config.judge, device=str(run.accelerator.device))

@@ -354,3 +354,41 @@ def test_k_auto_online_and_from_the_command_line(tmp_path, base_dir):
     assert code == 0
     log = [json.loads(line) for line in (tmp_path / "cli" / "log.jsonl").read_text().splitlines()]
     assert [r["auto/K"] for r in log][0] == 1 and all(r["auto/K"] in (1, 3) for r in log)   # 2 is not a candidate: the smallest
+
+
+def test_each_run_does_what_its_config_says(tmp_path, base_dir):
+    "The fields that change what a step does, checked against what the steps logged (mode='offline' without data once ran online)."
+    from ppg_nb.cli import main
+    from ppg_nb.train import train
+    rollout_keys = {"train/rollout_pc", "train/first_ratio_dev", "train/generated_tokens", "time/generate_s"}
+    off = train(_config(tmp_path, "off", max_steps=2, batch_size=3, grad_accum=2, lr=3e-3, data_seed=5))
+    assert (off.mode, off.data, off.steps) == ("offline", "make_dataset('education', 24, 3, seed=5)", 2)
+    for r in off.history:
+        assert r["mode"] == "offline" and not rollout_keys & r.keys()     # an offline step generates nothing
+        assert r["train/sequences"] == 3 * 2 and r["train/lr"] == 3e-3
+    on = train(_config(tmp_path, "on", mode="online", max_steps=2, online_batch=4, batch_size=2, n_turns=2, max_new_tokens=8,
+                       clip=0.2, ppo_epochs=2))
+    assert (on.mode, on.steps) == ("online", 2) and "simulator" in on.data
+    for r in on.history:
+        assert r["mode"] == "online" and rollout_keys <= r.keys() and r["time/generate_s"] > 0
+        assert r["train/sequences"] == 4 * 2 and r["train/agent_turns"] == 2
+    # the command line: --mode offline without --data trains offline, and result.json and log.jsonl say so
+    flags = ["train", "--mode", "offline", "--max-steps", "1", "--output", str(tmp_path / "cli"), "--no-progress",
+             "--n-conversations", "24", "--n-turns", "3", "--batch-size", "4", "--eval-personas", "0", "--lora-r", "4",
+             "--base-conversations", "48", "--base-steps", "4"]
+    assert main(flags) == 0
+    saved = json.loads((tmp_path / "cli" / "result.json").read_text())
+    log = [json.loads(line) for line in (tmp_path / "cli" / "log.jsonl").read_text().splitlines()]
+    assert saved["mode"] == "offline" and saved["data"].startswith("make_dataset(")
+    assert [r["mode"] for r in log] == ["offline"] and not rollout_keys & log[0].keys()
+
+
+def test_throughput_benchmark_short_form_runs_and_prints_every_ratio(cache_env, base_dir):
+    "CI's short form of tests/benchmarks/bench_train_throughput.py on the tiny base: it completes and prints every ratio."
+    bench = Path(__file__).parent / "benchmarks" / "bench_train_throughput.py"
+    run = subprocess.run([sys.executable, str(bench), "--steps", "4", "--rounds", "1", "--online-steps", "1", "--no-targets",
+                          "--base-conversations", "48", "--base-steps", "4"], env=cache_env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    for ratio in ("train / bare loop", "train / SFTTrainer", "sample_lines / bare generate", "LineSampler / bare generate"):
+        assert f"{ratio} " in run.stdout and "not enforced" in run.stdout, run.stdout
