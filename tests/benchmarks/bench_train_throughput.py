@@ -200,6 +200,8 @@ def main():
     config = TrainConfig(mode="offline", eval_personas=0, progress=False, batch_size=args.batch_size, n_conversations=400,
                          base_conversations=args.base_conversations, base_steps=args.base_steps)
     base = embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed, progress=True)
+    from ppg_nb.experiments import versions
+    measured_with = versions()  # at the start: the code that runs, whatever is edited while it does
     print(f"embedded base {base.name}; offline: {args.steps} steps of batch {args.batch_size}; {torch.get_num_threads()} threads; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     best = {"train": 0.0, "bare loop": 0.0, "SFTTrainer": 0.0}
@@ -226,14 +228,13 @@ def main():
         verdict = "not enforced" if args.no_targets else "ok" if ok else "MISSED"
         print(f"{name:<36} {value:6.3f}   target >= {TARGETS[name]:.2f}: {verdict}")
     if args.save:
-        from ppg_nb.experiments import versions
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
         flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
         args.save.write_text(json.dumps({
             "command": "python tests/benchmarks/bench_train_throughput.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"), "cpu": cpu, "avx512_bf16": "avx512_bf16" in flags, "threads": torch.get_num_threads(),
-            "versions": versions(), "offline_tok_per_s": best, "online_split_s": on["split"],
+            "versions": measured_with, "offline_tok_per_s": best, "online_split_s": on["split"],
             "online_generation_tok_per_s": {k: on[k] for k in ("LineSampler", "sample_lines", "bare")},
             "ratios": ratios, "targets": TARGETS, "missed": missed}, indent=1))
         print(f"wrote {args.save}")
