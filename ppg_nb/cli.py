@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import types
 import typing
@@ -17,11 +19,14 @@ from .core import credit_matrix, credit_text, partial_returns, policy_label, cre
 from .decompose import decompose_rewards
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'main', 'field_type',
+__all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'speak_flags', 'main', 'field_type',
            'train_config_from_args', 'run_train', 'run_judge', 'run_real_cli', 'experiments_command',
            'run_experiments_cli']
 
 # %% ../nbs/11_cli.ipynb #23866e8c
+def _rounded(x: torch.Tensor, digits: int = 2) -> list[float]: return [round(v, digits) for v in x.tolist()]
+
+
 def credit_demo(n: int = 6, # number of steps
                 K: int = 2, # lookahead of the K-step policy
                 length: int = 3, # segment length of the segment policy
@@ -35,15 +40,15 @@ def credit_demo(n: int = 6, # number of steps
     for policy, params in policies:
         lines += [f"{policy_label(policy, params)} ({policy}{', ' if params else ''}"
                   f"{', '.join(f'{k}={v}' for k, v in params.items())})", credit_text(credit_matrix(n, policy, **params)), ""]
-    lines += [f"Partial returns G_t = sum of r_i over R_t for rewards r = {rewards.tolist()}:"]
+    lines += [f"Partial returns G_t = sum of r_i over R_t for rewards r = {_rounded(rewards)}:"]
     for policy, params in policies:
         returns = partial_returns(rewards, policy, **params)
         lines.append(f"  {policy_label(policy, params):>18}: {[round(g, 2) for g in returns.tolist()]}")
     scores = torch.rand(n, generator=generator).round(decimals=2)
     per_step = decompose_rewards(scores)
     lines += ["", "Lemma 1: prefix scores s_t of a judge -> per-step rewards r_t >= 0 with sum r_t = s_n",
-              f"  prefix scores      s = {scores.tolist()}",
-              f"  naive running max    = {scores.cummax(-1).values.tolist()} (ends at {scores.max().item():.2f}, "
+              f"  prefix scores      s = {_rounded(scores)}",
+              f"  naive running max    = {_rounded(scores.cummax(-1).values)} (ends at {scores.max().item():.2f}, "
               f"not s_n = {scores[-1].item():.2f})",
               f"  decompose_rewards  r = {[round(r, 2) for r in per_step.tolist()]}",
               f"  sum r = {per_step.sum().item():.2f} = s_n, min r = {per_step.min().item():.2f} >= 0"]
@@ -85,32 +90,62 @@ def run_credit(args) -> int:
     return 0
 
 # %% ../nbs/11_cli.ipynb #fda34e30
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage error is one line and a pointer to `--help` instead of the whole usage."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     "The `ppg_nb` argument parser with every registered subcommand."
-    parser = argparse.ArgumentParser(prog="ppg_nb", description="Partial policy gradients for RL in LLMs.")
+    parser = _Parser(prog="ppg_nb", description="Partial policy gradients for RL in LLMs.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help, add_arguments, run) in SUBCOMMANDS.items():
         add_arguments(commands.add_parser(name, help=help, description=help))
     return parser
 
 
+def _flag(name: str) -> str: return "--" + (name if name == "K" else name.replace("_", "-"))
+
+
+def speak_flags(message: str, # a library message naming config fields (`strict_data=True`, `lr must ...`)
+                fields) -> str: # the field names a command line sets, or a dict of them to their flags
+    "The message with each field, where it is named as a setting, spelled as its flag: `--strict-data`, `--lr must ...`."
+    flags = fields if isinstance(fields, dict) else {name: _flag(name) for name in fields}
+    for name, flag in sorted(flags.items(), key=lambda item: len(item[0]), reverse=True):
+        alone = rf"(?<![\w./'-]){name}\b(?![\w/.'-])"   # the name as a word of its own, not in a path
+        message = re.sub(rf"(?<![\w-]){name}=True\b", flag, message)           # name=True -> --name
+        message = re.sub(rf"(?<![\w-]){name}=False\b", "--no-" + flag[2:], message)
+        message = re.sub(rf"(?<![\w-]){name}='([^' ]*)'", flag + r" \1", message)  # name='x' -> --name x
+        message = re.sub(rf"(?<![\w-]){name}=", flag + " ", message)
+        message = re.sub(rf"^{name}\b(?![\w/.'-])", flag, message)              # the subject: "lr must ...", "output 'x' is ..."
+        message = re.sub(rf"\b(set|unknown|give) {name}\b(?![\w/.'-])", rf"\1 {flag}", message)
+        if "_" in name: message = re.sub(alone, flag, message)                # strict_data, resume_from: never prose
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ppg_nb` console script and of `python -m ppg_nb`."
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try: args = parser.parse_args(argv)
+    except SystemExit as stop: return stop.code if isinstance(stop.code, int) else 2  # --help (0) or a usage error (2)
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return SUBCOMMANDS[args.command][2](args)
-    except ValueError as error:  # bad input: one clear line, no traceback
-        print(f"ppg_nb {args.command}: error: {error}", file=sys.stderr)
+    except ValueError as error:  # bad input: one clear line in the subcommand's own flags, no traceback
+        print(f"ppg_nb {args.command}: error: {speak_flags(str(error), _flags_of(parser, args.command))}", file=sys.stderr)
         return 2
 
+
+def _flags_of(parser, command: str) -> dict[str, str]:
+    "The long flag of every option of a subcommand, by the name its value is stored under (`strict_data` -> `--strict-data`)."
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {a.dest: next(o for o in a.option_strings if o.startswith("--")) for a in sub._actions
+            if a.dest != "help" and any(o.startswith("--") for o in a.option_strings)}
+
 # %% ../nbs/11_cli.ipynb #efaddb91
-def _flag(name: str) -> str: return "--" + (name if name == "K" else name.replace("_", "-"))
-
-
 def _none_or(cast):
     "An argparse type that reads `none` as None."
     def parse(text: str):
@@ -195,6 +230,7 @@ def _add_judge_arguments(parser):
                                         "smollm2-135m-instruct), a folder written by 'judge train', or 'rule'")
     parser.add_argument("--data", nargs="+", required=True, metavar="FILE_OR_DIR", help="Consistent-LLMs files or folders, or JSONL files")
     parser.add_argument("--output", type=Path, required=True, help="eval: the JSON file to write; train: the judge folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="eval: replace an existing --output file")
     parser.add_argument("--max-lines", type=int, default=None, help="eval: the first this many labelled lines (default: all)")
     parser.add_argument("--batch-size", type=int, default=8, help="lines per forward pass or training step (default 8)")
     parser.add_argument("--base-model", default="smollm2-135m-instruct", help="train: the backbone (default smollm2-135m-instruct)")
@@ -209,7 +245,20 @@ def _add_judge_arguments(parser):
 def _judge_data(args) -> list:
     "Every conversation of `--data`, loaded and checked before any model."
     from ppg_nb.train import TrainConfig, load_data
-    return [c for path in args.data for c in load_data(TrainConfig(), str(path))[0]]
+    use = "training the judge on" if args.action == "train" else "measuring the judge on"
+    return [c for path in args.data for c in load_data(TrainConfig(), str(path), use)[0]]
+
+
+def _check_judge_output(args) -> None:
+    "Refuse an `--output` the command could not write, or would overwrite, before any judging or training."
+    out = args.output
+    if args.action == "eval":
+        if out.is_dir(): raise ValueError(f"--output {str(out)!r} is a folder: judge eval writes one JSON file, e.g. {str(out / 'agreement.json')!r}")
+        if out.exists() and not args.overwrite: raise ValueError(f"--output {str(out)!r} exists: pass --overwrite to replace it, or choose a new file")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--output {str(out)!r} is not an empty folder: judge train writes a new judge folder, choose a new one")
+    parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not os.access(parent, os.W_OK): raise ValueError(f"--output {str(out)!r}: cannot write in {str(parent)!r}")
 
 
 @subcommand("judge", "train a judge on the labels stored in Consistent-LLMs files, or measure a judge's agreement with them")(_add_judge_arguments)
@@ -218,8 +267,12 @@ def run_judge(args) -> int:
     from ppg_nb.data import save_conversations, split_by_persona
     from ppg_nb.experiments import versions
     from ppg_nb.judge import judge_agreement, load_judge, train_judge
-    if args.action == "eval" and not args.judge: raise SystemExit("judge eval: give --judge")
+    from ppg_nb.judge import RuleJudge, is_judge_spec
+    if args.action == "eval" and not args.judge: raise ValueError("judge eval needs --judge: 'rule', 'zero-shot:MODEL' or a judge folder")
+    if args.action == "eval" and not is_judge_spec(args.judge): load_judge(args.judge)  # an unknown judge: its message, at once
+    _check_judge_output(args)
     conversations = _judge_data(args)
+    if args.action == "eval" and args.judge == "rule": RuleJudge.check_can_score(conversations, " ".join(map(str, args.data)))
     if args.action == "train":
         held_out = []
         if args.hold_out: conversations, held_out = split_by_persona(conversations, args.hold_out, args.seed)
@@ -265,7 +318,7 @@ def run_real_cli(args) -> int:
     if args.pc_judge: parts += ["--pc-judge", args.pc_judge, "--pc-conversations", str(args.pc_conversations)]
     from ppg_nb.judge import is_judge_spec
     if args.pc_judge and not is_judge_spec(args.pc_judge):
-        raise SystemExit(f"ppg_nb real: --pc-judge {args.pc_judge!r} is neither 'zero-shot:MODEL' nor a folder written by 'ppg_nb judge train'")
+        raise ValueError(f"--pc-judge {args.pc_judge!r} is neither 'zero-shot:MODEL' nor a folder written by 'ppg_nb judge train'")
     run_real(spec, args.data_dir, args.output, command=shlex.join(parts))
     print(f"wrote {args.output / 'real.csv'}")
     if args.pc_judge:
@@ -309,11 +362,17 @@ def run_experiments_cli(args) -> int:
     given = {k: tuple(v) for k, v in (("domains", args.domains), ("seeds", args.seeds)) if v is not None}
     if "domains" in given:  # the length study keeps only its domains among those asked for
         given["length_domains"] = tuple(d for d in spec.length_domains if d in given["domains"])
-    if given: spec = dataclasses.replace(spec, **given)  # validated: bad domains or seeds stop here
+    if given:                                               # validated: bad domains or seeds stop here, named by their flag
+        try: spec = dataclasses.replace(spec, **given)
+        except ValueError as problem:
+            asked = " ".join(f"--{k} {' '.join(map(str, v))}" for k, v in given.items() if k != "length_domains")
+            raise ValueError(f"{asked}: {str(problem).removeprefix('ExperimentSpec: ')}") from None
     if args.plan:
         print(ex.plan_text(spec, args.studies))
         return 0
     if args.output is None: args.output = Path("runs") / f"experiments-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()              # dozens of runs: one "Loading weights" bar each says nothing
     try: out = ex.run_experiments(spec, args.output, command=experiments_command(args), studies=args.studies or ex.STUDIES)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {args.output}; run the same command to resume:\n  "
@@ -321,4 +380,11 @@ def run_experiments_cli(args) -> int:
         return 130
     print(f"wrote {', '.join(f'{s}.csv ({len(out[s])} rows)' for s in ex.STUDIES if s in out)} and meta.json "
           f"to {args.output}")
+    if "table" in out and len(out["table"]):
+        print(f"\npersona consistency after training, mean ± standard error over seeds {list(spec.seeds)} (★: best):")
+        print(ex.format_table(ex.summarize_table(out["table"])).to_string())
+    if spec.name == "quick":
+        print("\nquick mode checks that every study runs end to end on a tiny base model with few steps and seeds: its numbers "
+              "are too noisy to show the paper's effects (a trained method may land below the untrained base). The study "
+              "that does is --full (hours, in pieces: --plan), read in nbs/13_experiments.ipynb.")
     return 0

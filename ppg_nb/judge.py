@@ -15,7 +15,7 @@ import torch
 from fastcore.basics import patch
 
 from .data import Conversation
-from .personas import score_conversation, judge_turns  # the rule judge lives with the domains it scores
+from .personas import DOMAINS, score_conversation, judge_turns  # the rule judge lives with the domains it scores
 
 # %% auto #0
 __all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'answer_token_ids', 'answer_words',
@@ -412,6 +412,16 @@ class RuleJudge:
     def score_into(self, conversations: Sequence[Conversation]) -> list[Conversation]:
         "Copies of the conversations with the rule judge's rewards."
         return [replace(c, rewards=r) for c, r in zip(conversations, self.score(conversations))]
+
+    @staticmethod
+    def check_can_score(conversations: Sequence[Conversation], # conversations about to be judged
+                        source: str) -> None: # where they came from, for the message
+        "Refuse, before any work, conversations the rule judge cannot read: it scores the synthetic domains' claim language only."
+        for k, c in enumerate(conversations):
+            if c.meta.get("judge") is None and c.meta.get("domain") not in DOMAINS:
+                raise ValueError(f"{source}: conversation {k} is not from a synthetic domain, and judge='rule' scores only "
+                                 f"those ({', '.join(DOMAINS)}): use a model judge, zero-shot:MODEL or a folder written by "
+                                 f"'ppg_nb judge train'")
 
 
 def is_judge_spec(spec) -> bool:

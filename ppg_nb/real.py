@@ -76,15 +76,21 @@ def _cli_flags(overrides: dict) -> list[str]:
     return flags
 
 
+def _check_data_dir(spec: RealSpec, data_dir) -> None:
+    "Refuse a data folder without the spec's files, before anything is written."
+    for name in (spec.train_file, spec.unseen_file):
+        if not (Path(data_dir) / name).is_file():
+            raise ValueError(f"--data-dir {str(data_dir)!r} has no {name} (the real data is not shipped: pass the folder "
+                             f"holding the Consistent-LLMs files)")
+
+
 def real_data(spec: RealSpec, data_dir, output) -> dict[str, Path]:
     "Write the experiment's three JSONL files (train, held_out, unseen) under `output/data` once; their paths."
     data_dir, where = Path(data_dir), Path(output) / "data"
     paths = {k: where / f"{k}.jsonl" for k in ("train", "held_out", "unseen")}
     if all(p.exists() for p in paths.values()): return paths
     base = TrainConfig(model=spec.model)
-    for name in (spec.train_file, spec.unseen_file):
-        if not (data_dir / name).is_file(): raise FileNotFoundError(f"{data_dir / name}: not found (the real data is not shipped: "
-                                                                    f"pass the folder holding the Consistent-LLMs files)")
+    _check_data_dir(spec, data_dir)
     train, held_out = split_by_persona(load_data(base, str(data_dir / spec.train_file))[0], spec.held_out, seed=0)
     unseen = load_data(base, str(data_dir / spec.unseen_file))[0][:spec.unseen_conversations]
     where.mkdir(parents=True, exist_ok=True)
@@ -141,6 +147,7 @@ def run_real(spec: RealSpec, # the experiment
     "Train every method and seed offline on the same data and steps; the judge-free measure on held-out and unseen lines; resumable."
     from ppg_nb.model import model_path
     out = Path(output)
+    if not (out / "data" / "train.jsonl").exists(): _check_data_dir(spec, data_dir)   # before meta.json is written
     meta = _open(spec, out, command)
     paths = real_data(spec, data_dir, out)
     convs = {k: load_conversations(paths[k]) for k in ("held_out", "unseen")}

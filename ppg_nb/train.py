@@ -263,7 +263,7 @@ def validate(c: TrainConfig) -> TrainConfig:
     from ppg_nb.personas import DOMAINS
     need(c.domain in DOMAINS, f"unknown domain {c.domain!r}: choose one of {', '.join(DOMAINS)}")
     if c.data is not None:
-        need(Path(c.data).exists(), f"data file or folder {c.data!r} does not exist")
+        need(Path(c.data).exists(), f"data={c.data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
         need(c.resolved_mode == "offline" or c.partner == "logged", "data is logged conversations: use mode='offline', or "
              "partner='logged' to replay their partner lines online")
     need(c.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {c.partner!r}")
@@ -271,14 +271,17 @@ def validate(c: TrainConfig) -> TrainConfig:
          "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
     from ppg_nb.judge import is_judge_spec
     need(is_judge_spec(c.judge), f"judge must be 'rule', 'zero-shot:MODEL' or a folder written by `ppg_nb judge train`, got {c.judge!r}")
-    if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data file or folder {c.eval_data!r} does not exist")
-    if c.model != EMBEDDED: check_model_source(c.model)
+    if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data={c.eval_data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
+    if c.model != EMBEDDED:
+        try: check_model_source(c.model)
+        except ValueError as problem: raise ValueError(f"model={c.model!r}: {problem}") from None
     return c
 
 
 # %% ../nbs/10_train.ipynb #921a9baa
 def load_data(config: TrainConfig, # the run
-              path: str | None = None) -> tuple[list[Conversation], str]: # another file than `config.data` (`eval_data`)
+              path: str | None = None, # another file than `config.data` (`eval_data`)
+              use: str = "training on") -> tuple[list[Conversation], str]: # what is done with them, for the report
     "The logged conversations of a config (or of `path`), checked, and a name for messages."
     path = config.data if path is None else path
     if path is None:
@@ -295,10 +298,10 @@ def load_data(config: TrainConfig, # the run
         if loaded.problems:
             shown = "\n  ".join(map(str, loaded.problems[:5])) + ("\n  ..." if len(loaded.problems) > 5 else "")
             dropped = sum(not p.kept for p in loaded.problems)
-            print(f"{source}: {len(loaded.problems)} problem(s), {dropped} of them left a conversation out; training on "
+            print(f"{source}: {len(loaded.problems)} problem(s), {dropped} of them left a conversation out; {use} "
                   f"{len(loaded)} conversations (strict_data=True refuses instead):\n  {shown}", file=sys.stderr)
         if not loaded:
-            raise ValueError(f"{source}: no evaluated persona lines to train on"
+            raise ValueError(f"{source}: no evaluated persona lines to use"
                              + (f" ({len(loaded.problems)} problems, the first: {loaded.problems[0]})" if loaded.problems else ""))
         conversations = list(loaded)
     check_conversations(conversations, need_rewards=True, source=source)
@@ -319,7 +322,11 @@ def run_data(config: TrainConfig) -> RunData:
     mode = config.resolved_mode
     if mode == "offline" or config.partner == "logged": logged, source = load_data(config)
     else: logged, source = None, f"rollouts of {config.domain} personas against the partner simulator"
-    if mode == "online" and logged is not None: source = f"rollouts replaying the partner lines of {source}"
+    if mode == "online" and logged is not None:
+        if config.judge == "rule":                                  # it would score the model's lines: can it read them?
+            from ppg_nb.judge import RuleJudge
+            RuleJudge.check_can_score(logged, source)
+        source = f"rollouts replaying the partner lines of {source}"
     held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
     return RunData(mode, source, logged, held_out)
 
@@ -509,6 +516,8 @@ def _check_output(config: TrainConfig) -> tuple[Path, Path | None]:
     ckpt = find_checkpoint(config.resume_from) if config.resume_from else None
     out = Path(config.output) if config.output else (ckpt.parents[1] if ckpt and ckpt.parent.name == "checkpoints"
                                                      else _default_output(config))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} is a file, not a run directory: choose a new output directory")
     marks = [m for m in ("result.json", "config.json", "log.jsonl", "checkpoints") if (out / m).exists()]
     resuming_here = ckpt is not None and out.resolve() in ckpt.resolve().parents
     if marks and not resuming_here:

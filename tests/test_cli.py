@@ -51,7 +51,7 @@ def test_console_script(env):
 
 @pytest.mark.parametrize("args, message", [
     (["--K", "0"], "K must be an integer >= 1"),
-    (["--policy", "nope"], "unknown policy 'nope'"),
+    (["--policy", "nope"], "unknown --policy 'nope'"),
     (["--policy", "full", "--K", "3"], "does not take it"),
     (["--model", "/no/such/model"], "does not exist"),
     (["--data", "/no/such/data.jsonl"], "does not exist"),

@@ -259,7 +259,7 @@ def test_real_files_are_trained_on_with_their_problems_reported(tmp_path, capsys
     unusable = json.loads((SHARED / "education_sample.json").read_text())
     for rec in unusable: rec.pop("eval_prompt_consistency")
     (tmp_path / "none.json").write_text(json.dumps(unusable))
-    with pytest.raises(ValueError, match=r"none.json: no evaluated persona lines to train on \(4 problems"):
+    with pytest.raises(ValueError, match=r"none.json: no evaluated persona lines to use \(4 problems"):
         load_data(TrainConfig(data=str(tmp_path / "none.json")))
 
 

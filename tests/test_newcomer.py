@@ -1,0 +1,92 @@
+"""A newcomer's mistakes: each is refused in one line that names the flag, with no traceback and nothing written.
+
+Every mistake runs as the user runs it, `ppg_nb ...` in a subprocess, in a folder prepared with the files a mistake needs
+(an existing file, a run, a judge folder, a file of real-style dialogues). No command may create, change or delete a file.
+How fast they are refused is measured by tests/benchmarks/bench_newcomer.py (target: each under 5 s), not here.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppg_nb.data import save_conversations
+from ppg_nb.personas import make_dataset
+
+# (the command after `ppg_nb`, the flag its message must name, a phrase of what to change); {d} is the prepared folder
+MISTAKES = [
+    ("train --lr abc", "--lr", "expected float"),
+    ("train --K 0", "--K", "must be an integer >= 1"),
+    ("train --policy kstepp", "--policy", "unknown --policy 'kstepp'"),
+    ("train --domain cooking", "--domain", "choose one of"),
+    ("train --output {d}/notes.txt --no-progress", "--output", "is a file"),
+    ("train --output {d}/run --no-progress", "--resume-from", "holds another run"),
+    ("train --data {d}/no_such.json", "--data", "does not exist"),
+    ("train --mode offline --clip 0.2", "--clip", "--mode online"),
+    ("train --mode online --ppo-epochs 3", "--clip", "set --clip"),
+    ("train --resume-from {d}/no_run", "--resume-from", "no checkpoint there"),
+    ("train --judge oracle", "--judge", "must be 'rule'"),
+    ("train --data {d}/real.jsonl --mode online --partner logged --judge rule --no-progress", "--judge", "model judge"),
+    ("judge eval --judge rule --data {d}/real.jsonl --output {d}/agreement.json", "--judge", "not from a synthetic domain"),
+    ("judge eval --judge zero-shot:{d}/no_model --data {d}/synthetic.jsonl --output {d}", "--output", "is a folder"),
+    ("judge eval --judge rule --data {d}/synthetic.jsonl --output {d}/notes.txt", "--overwrite", "exists"),
+    ("judge eval --data {d}/synthetic.jsonl --output {d}/agreement.json", "--judge", "needs --judge"),
+    ("judge eval --judge oracle --data {d}/synthetic.jsonl --output {d}/agreement.json", "--judge", "unknown --judge 'oracle'"),
+    ("judge train --data {d}/synthetic.jsonl --output {d}/run", "--output", "not an empty folder"),
+    ("experiments --domains cooking", "--domains", "unknown domain"),
+    ("experiments --full --seeds 0", "--seeds", "at least 3 seeds"),
+    ("experiments --studies tables", "--studies", "invalid choice"),
+    ("real --data-dir {d}/no_data --output {d}/real_out", "--data-dir", "real data is not shipped"),
+    ("real --data-dir {d} --output {d}/real_out --pc-judge oracle", "--pc-judge", "neither"),
+    ("credit --K 0", "--K", "must be >= 1"),
+    ("credit --n abc", "--n", "invalid int"),
+]
+
+
+def prepare(folder: Path) -> Path:
+    "The files the mistakes need: a text file, a run folder, synthetic and real-style (no domain) labelled conversations."
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("a user's own file\n")
+    (folder / "run").mkdir()
+    (folder / "run" / "result.json").write_text("{}")
+    synthetic = make_dataset("education", 2, 3, seed=1)
+    save_conversations(synthetic, folder / "synthetic.jsonl")
+    save_conversations([dataclasses.replace(c, meta={}) for c in synthetic],
+                       folder / "real.jsonl")
+    return folder
+
+
+def snapshot(folder: Path) -> dict:
+    "Every file and folder under `folder`, with a hash of each file's bytes."
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def run_mistake(command: str, folder: Path, env: dict) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "ppg_nb", *command.format(d=folder).split()]
+    return subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return prepare(tmp_path_factory.mktemp("newcomer"))
+
+
+@pytest.mark.parametrize("command,flag,phrase", MISTAKES, ids=[m[0].split(" {d}")[0] for m in MISTAKES])
+def test_a_mistake_is_one_line_naming_the_flag_and_writes_nothing(command, flag, phrase, folder, cache_env):
+    before = snapshot(folder)
+    done = run_mistake(command, folder, {**cache_env, "PYTHONWARNINGS": "ignore"})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0, (command, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    assert flag in lines[0] and phrase in lines[0], lines[0]
+    assert snapshot(folder) == before, f"{command} wrote, changed or deleted a file"
+
+
+def test_there_are_at_least_15_mistakes_over_every_subcommand():
+    assert len(MISTAKES) >= 15
+    assert {m[0].split()[0] for m in MISTAKES} == {"train", "judge", "experiments", "real", "credit"}
