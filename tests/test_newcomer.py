@@ -1,6 +1,6 @@
 """A newcomer's mistakes: each is refused in one line that names the flag, with no traceback and nothing written.
 
-Every mistake runs as the user runs it, `ppg_nb ...` in a subprocess, in a folder prepared with the files a mistake needs
+Every mistake runs through `ppg_nb.cli.main` (what the console script calls; two also as `python -m ppg_nb` subprocesses) in a folder prepared with the files a mistake needs
 (an existing file, a run, a judge folder, a file of real-style dialogues). No command may create, change or delete a file.
 How fast they are refused is measured by tests/benchmarks/bench_newcomer.py (target: each under 5 s), not here.
 """
@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -77,14 +78,26 @@ def folder(tmp_path_factory):
 
 
 @pytest.mark.parametrize("command,flag,phrase", MISTAKES, ids=[m[0].split(" {d}")[0] for m in MISTAKES])
-def test_a_mistake_is_one_line_naming_the_flag_and_writes_nothing(command, flag, phrase, folder, cache_env):
+def test_a_mistake_is_one_line_naming_the_flag_and_writes_nothing(command, flag, phrase, folder, cache, capsys, monkeypatch):
+    "In process (`ppg_nb.cli.main`, what the console script calls): any exception but the refusal fails the test."
+    from ppg_nb.cli import main
+    monkeypatch.chdir(folder)
     before = snapshot(folder)
-    done = run_mistake(command, folder, {**cache_env, "PYTHONWARNINGS": "ignore"})
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode != 0, (command, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(command.format(d=folder).split())
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(lines) == 1, lines
     assert flag in lines[0] and phrase in lines[0], lines[0]
     assert snapshot(folder) == before, f"{command} wrote, changed or deleted a file"
+
+
+def test_a_mistake_as_a_subprocess_prints_no_traceback(folder, cache_env):
+    "The same through `python -m ppg_nb`, for two of them (every one is run this way by tests/benchmarks/bench_newcomer.py)."
+    for command, flag, phrase in (MISTAKES[0], MISTAKES[12]):
+        done = run_mistake(command, folder, {**cache_env, "PYTHONWARNINGS": "ignore"})
+        assert done.returncode != 0 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert flag in done.stderr and phrase in done.stderr
 
 
 def test_there_are_at_least_15_mistakes_over_every_subcommand():
