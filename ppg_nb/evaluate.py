@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Conversation
+from .model import token_logprobs
 from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
@@ -405,7 +406,6 @@ def line_logprobs(model, # a causal LM
                   batch_size: int = 8) -> dict[tuple[int, int], float]: # (conversation, agent turn) -> mean log-prob
     "The mean per-token log-prob of every agent line given everything before it, from teacher-forced forward passes."
     from ppg_nb.render import collate, encode_conversations
-    from ppg_nb.train import token_logprobs
     examples, _ = encode_conversations(conversations, tokenizer, max_length)
     out, was_training = {}, model.training
     model.eval()

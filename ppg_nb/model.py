@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
 __all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'NAMED_MODELS', 'LORA_TARGETS', 'build_tokenizer',
            'tiny_config', 'save_model', 'init_tiny_model', 'NamedModel', 'named_model_file', 'convert_gguf',
-           'model_path', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model', 'lora_targets',
-           'add_lora', 'tiny_family_model', 'cache_dir', 'recipe_hash']
+           'model_path', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model', 'token_logprobs',
+           'lora_targets', 'add_lora', 'tiny_family_model', 'cache_dir', 'recipe_hash']
 
 # %% ../nbs/07_model.ipynb #f6e3d276
 BOS, END, PAD = "<|bos|>", "<|end|>", "<|pad|>"
@@ -237,6 +238,16 @@ def load_model(name_or_path: str, # hub name, local directory or a name of `NAME
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model, tok
+
+# %% ../nbs/07_model.ipynb #7b7bb072
+def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
+                   input_ids: torch.Tensor, # (B, T) the tokens
+                   mask: torch.Tensor) -> torch.Tensor: # (B, T-1) bool, targets that carry a loss
+    "`log pi(input_ids[:, i+1] | input_ids[:, :i+1])` at masked targets, 0 elsewhere: `(B, T-1)` float32."
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
+    picked = logits[:, :-1][mask].float()  # (N, V): only the agent's positions reach the softmax
+    out[mask] = -F.cross_entropy(picked, input_ids[:, 1:][mask], reduction="none")
+    return out
 
 # %% ../nbs/07_model.ipynb #30e0dbb7
 _ATTN_MLP = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

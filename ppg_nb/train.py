@@ -19,35 +19,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fastcore.basics import patch
 
 from .autok import AUTO, AutoK
 from .core import check_policy, partial_returns, policy_label
 from .data import Conversation
+from .judge import RuleJudge
 from .personas import derive_seed
 from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, init_tiny_model, load_model,
-                          recipe_hash, save_model)
+                          recipe_hash, save_model, token_logprobs)
 from .render import (Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
                            encode_conversations, system_prompt)
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
-           'CHECKPOINT_PREFIX', 'token_logprobs', 'ppg_loss', 'TrainConfig', 'load_data', 'RunData', 'run_data',
-           'base_recipe', 'lr_scheduler', 'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks',
-           'checkpoint_index', 'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences',
-           'ratio_deviation', 'minibatches', 'AutoCredit', 'kl_penalty', 'turn_start_positions', 'ValueHead',
-           'peak_memory_mb', 'train']
-
-# %% ../nbs/10_train.ipynb #536c2a34
-def token_logprobs(logits: torch.Tensor, # (B, T, V) model outputs
-                   input_ids: torch.Tensor, # (B, T) the tokens
-                   mask: torch.Tensor) -> torch.Tensor: # (B, T-1) bool, targets that carry a loss
-    "`log pi(input_ids[:, i+1] | input_ids[:, :i+1])` at masked targets, 0 elsewhere: `(B, T-1)` float32."
-    out = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
-    picked = logits[:, :-1][mask].float()  # (N, V): only the agent's positions reach the softmax
-    out[mask] = -F.cross_entropy(picked, input_ids[:, 1:][mask], reduction="none")
-    return out
+           'CHECKPOINT_PREFIX', 'ppg_loss', 'TrainConfig', 'load_data', 'RunData', 'run_data', 'base_recipe',
+           'lr_scheduler', 'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
+           'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches',
+           'AutoCredit', 'kl_penalty', 'turn_start_positions', 'ValueHead', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #39c8b81b
 NORMALIZE = ("token", "turn")
@@ -323,9 +312,7 @@ def run_data(config: TrainConfig) -> RunData:
     if mode == "offline" or config.partner == "logged": logged, source = load_data(config)
     else: logged, source = None, f"rollouts of {config.domain} personas against the partner simulator"
     if mode == "online" and logged is not None:
-        if config.judge == "rule":                                  # it would score the model's lines: can it read them?
-            from ppg_nb.judge import RuleJudge
-            RuleJudge.check_can_score(logged, source)
+        if config.judge == "rule": RuleJudge.check_can_score(logged, source)  # it would score the model's lines: can it read them?
         source = f"rollouts replaying the partner lines of {source}"
     held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
     return RunData(mode, source, logged, held_out)

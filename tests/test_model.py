@@ -9,7 +9,8 @@ from ppg_nb.model import (CHAT_TEMPLATE, LORA_TARGETS, add_lora, build_tokenizer
                           load_model, lora_targets, save_model, tiny_family_model)
 from ppg_nb.render import (Advantages, agent_char_spans, collate, conversation_returns, encode_conversation,
                            encode_conversations, to_messages)
-from ppg_nb.train import ppg_loss, token_logprobs
+from ppg_nb.model import token_logprobs
+from ppg_nb.train import ppg_loss
 
 TEXTS = ["I am 12 years old.", "I love drawing.", "How old are you?", "What is your hobby?", "You are the Student.",
          "Scenario: fractions", "Hello. Today we will learn about fractions."] * 20

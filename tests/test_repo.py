@@ -65,3 +65,42 @@ def test_readme_test_command_covers_notebooks_and_tests():
     from jupyterlab_driver import browser_notebooks
     notebooks = sorted(p.name for p in (ROOT / "nbs").glob("*.ipynb"))
     assert sorted(n for n in notebooks if skip.search(n)) == sorted(browser_notebooks())
+
+
+def _imports_between_modules(package: Path) -> dict[str, set[str]]:
+    "Each module of the package and the package modules it imports anywhere in its text (inside functions too), by AST."
+    import ast
+    modules = {p.stem for p in package.glob("*.py") if not p.stem.startswith("_")}
+    graph = {}
+    for name in modules:
+        found = set()
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level and module: found.add(module)                       # from .train import x
+                elif node.level or module == "ppg_nb": found |= {a.name for a in node.names}  # from . import train
+                elif module.startswith("ppg_nb."): found.add(module.removeprefix("ppg_nb."))   # from ppg_nb.train import x
+            elif isinstance(node, ast.Import):
+                found |= {a.name.removeprefix("ppg_nb.") for a in node.names if a.name.startswith("ppg_nb.")}
+        graph[name] = (found & modules) - {name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    "One import cycle of the graph, as a path that returns to its start; None when there is none."
+    state = {}
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open": return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt, path + [nxt])): return found
+        state[node] = "done"
+    return next((c for start in sorted(graph) if start not in state and (c := visit(start, [start]))), None)
+
+
+def test_no_import_cycle_among_modules():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]   # the detector finds one
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+    graph = _imports_between_modules(ROOT / "ppg_nb")
+    assert "model" in graph["evaluate"] and "evaluate" in graph["train"]          # it reads imports, function-level included
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"

@@ -177,7 +177,7 @@ def test_online_rollouts_are_what_the_loss_reads(base_dir):
     from ppg_nb.model import load_model
     from ppg_nb.personas import sample_personas
     from ppg_nb.render import collate
-    from ppg_nb.train import token_logprobs
+    from ppg_nb.model import token_logprobs
     model, tok = load_model(str(base_dir))
     torch.manual_seed(0)
     convs, examples = rollout(model, tok, "education", sample_personas("education", 6, seed=3), 3, seed=3, max_new_tokens=16)

@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 import ppg_nb.evaluate as E
-from ppg_nb.model import add_lora, load_model
+from ppg_nb.model import add_lora, load_model, token_logprobs
 from ppg_nb.render import collate, conversation_returns, encode_conversations
-from ppg_nb.train import TrainConfig, batch_indices, embedded_base, load_data, ppg_loss, token_logprobs, train
+from ppg_nb.train import TrainConfig, batch_indices, embedded_base, load_data, ppg_loss, train
 
 TARGETS = {"train / bare loop": 0.90, "train / SFTTrainer": 1.0, "sample_lines / bare generate": 0.90,
            "LineSampler / bare generate": 1.0}
@@ -228,12 +228,12 @@ def main():
         verdict = "not enforced" if args.no_targets else "ok" if ok else "MISSED"
         print(f"{name:<36} {value:6.3f}   target >= {TARGETS[name]:.2f}: {verdict}")
     if args.save:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-        flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                   platform.processor())
         args.save.write_text(json.dumps({
             "command": "python tests/benchmarks/bench_train_throughput.py " + " ".join(sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d"), "cpu": cpu, "avx512_bf16": "avx512_bf16" in flags, "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "cpu": cpu, "avx512_bf16": "avx512_bf16" in cpuinfo, "threads": torch.get_num_threads(),
             "versions": measured_with, "offline_tok_per_s": best, "online_split_s": on["split"],
             "online_generation_tok_per_s": {k: on[k] for k in ("LineSampler", "sample_lines", "bare")},
             "ratios": ratios, "targets": TARGETS, "missed": missed}, indent=1))
