@@ -20,7 +20,7 @@ from .decompose import decompose_rewards
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'speak_flags', 'main', 'field_type',
-           'train_config_from_args', 'run_train', 'run_judge', 'run_real_cli', 'experiments_command',
+           'train_config_from_args', 'run_train', 'run_base', 'run_judge', 'run_real_cli', 'experiments_command',
            'run_experiments_cli']
 
 # %% ../nbs/11_cli.ipynb #23866e8c
@@ -220,6 +220,33 @@ def run_train(args) -> int:
     try: result = train(config)
     except KeyboardInterrupt: return 130
     if result.output is not None: _print_result(result)
+    return 0
+
+# %% ../nbs/11_cli.ipynb #f187bccf
+def _add_base_arguments(parser):
+    from ppg_nb.personas import DOMAINS
+    parser.add_argument("--domain", choices=sorted(DOMAINS), default="education", help="synthetic domain (default education)")
+    parser.add_argument("--rebuild", action="store_true", help="build the base on this machine (cached) and compare it with "
+                                                               "the shipped weights")
+
+
+@subcommand("base", "show the embedded base model of a synthetic domain, or rebuild it here and compare with the shipped weights")(_add_base_arguments)
+def run_base(args) -> int:
+    import json
+    from ppg_nb.train import embedded_base, weight_difference
+    shipped = embedded_base(args.domain)
+    print(f"shipped with ppg_nb: {shipped}" if shipped.parent.name == "bases" else f"cached build: {shipped}")
+    recipe = json.loads((shipped / "recipe.json").read_text())
+    print(f"recipe: {recipe['n_conversations']} conversations, {recipe['steps']} SFT steps, seed {recipe['seed']}; built with torch "
+          f"{recipe['torch']}, transformers {recipe['transformers']}" + (f" on {recipe['built_on']}" if "built_on" in recipe else ""))
+    if not args.rebuild: return 0
+    rebuilt = embedded_base(args.domain, shipped=False, progress=True)
+    difference = weight_difference(rebuilt, shipped)
+    print(f"rebuilt on this machine: {rebuilt}")
+    print("the rebuild is bit-identical to the shipped weights" if difference["identical"] else
+          f"the rebuild differs from the shipped weights: largest weight difference {difference['max_abs']:.2g}, relative L2 "
+          f"distance {difference['relative_l2']:.2g} (tokenizer {'identical' if difference['tokenizer_identical'] else 'different'})")
+    print(f"train on it: ppg_nb train --domain {args.domain} --model {rebuilt}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #7d155bbb

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Conversation
-from .model import token_logprobs
+from .model import model_logprobs, token_logprobs
 from .render import Example, _render, to_messages, supports_system_role
 
 # %% auto #0
@@ -403,19 +403,24 @@ def line_logprobs(model, # a causal LM
                   tokenizer, # its tokenizer, with a chat template
                   conversations: list[Conversation], # the held-out conversations
                   max_length: int = 1024, # longest sequence (longer conversations are windowed as for training)
-                  batch_size: int = 8) -> dict[tuple[int, int], float]: # (conversation, agent turn) -> mean log-prob
+                  batch_size: int = 8, # sequences per forward pass
+                  lean: bool = True, # `model_logprobs` (no whole-vocabulary logits); False: from the full logits
+                  progress: str | None = None) -> dict[tuple[int, int], float]: # a progress bar with this label; None: silent
     "The mean per-token log-prob of every agent line given everything before it, from teacher-forced forward passes."
+    from tqdm.auto import tqdm
     from ppg_nb.render import collate, encode_conversations
     examples, _ = encode_conversations(conversations, tokenizer, max_length)
     out, was_training = {}, model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(examples), batch_size):
+            for start in tqdm(range(0, len(examples), batch_size), desc=progress, disable=progress is None, leave=False,
+                              unit="batch"):
                 part = examples[start:start + batch_size]
                 batch = collate(part, tokenizer.pad_token_id).to(model.device)
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                lp = token_logprobs(logits, batch.input_ids, batch.turn_of_target >= 0)
+                mask = batch.turn_of_target >= 0
+                lp = (model_logprobs(model, batch.input_ids, batch.attention_mask, mask)[0] if lean else
+                      token_logprobs(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.input_ids, mask))
                 for row, ex in enumerate(part):
                     for t in ex.turns:
                         tokens = batch.turn_of_target[row] == t

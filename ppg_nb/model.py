@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from torch import nn
 __all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'NAMED_MODELS', 'LORA_TARGETS', 'build_tokenizer',
            'tiny_config', 'save_model', 'init_tiny_model', 'NamedModel', 'named_model_file', 'convert_gguf',
            'model_path', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model', 'token_logprobs',
-           'lora_targets', 'add_lora', 'tiny_family_model', 'cache_dir', 'recipe_hash']
+           'lora_targets', 'add_lora', 'tiny_family_model', 'output_layer', 'output_logits', 'last_hidden_states',
+           'hidden_logprobs', 'model_logprobs', 'lean_logprobs_error', 'cache_dir', 'recipe_hash']
 
 # %% ../nbs/07_model.ipynb #f6e3d276
 BOS, END, PAD = "<|bos|>", "<|end|>", "<|pad|>"
@@ -171,7 +173,10 @@ def model_path(name_or_path: str) -> str:
     "What `from_pretrained` reads for `name_or_path`: a named model's converted folder (converted on first use), else itself."
     if name_or_path not in NAMED_MODELS: return name_or_path
     out = cache_dir() / "models" / name_or_path
-    if not (out / "source.json").is_file(): convert_gguf(named_model_file(name_or_path), out)
+    if not (out / "source.json").is_file():
+        print(f"converting {name_or_path} from its GGUF file to a Hugging Face folder, once (seconds to a minute); cached in {out}",
+              file=sys.stderr, flush=True)
+        convert_gguf(named_model_file(name_or_path), out)
     _drop_gguf_quantization(out)  # `Trainer` refuses a model whose config says GGUF-quantized
     return str(out)
 
@@ -293,6 +298,70 @@ def tiny_family_model(arch: str, # "llama", "qwen3" or "gemma"
     if arch not in configs: raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(configs)}")
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(configs[arch](), dtype=torch.float32)
+
+# %% ../nbs/07_model.ipynb #fd5d28ce
+def output_layer(model) -> nn.Module:
+    "The output layer (`lm_head`) of a causal LM, through DDP and peft wrappers."
+    net = getattr(model, "module", model)  # DDP keeps the model in `.module`; peft forwards the call to the base model
+    head = net.get_output_embeddings()
+    if head is None: raise ValueError(f"{type(net).__name__} has no output layer (get_output_embeddings() is None)")
+    return head
+
+
+def output_logits(model, # a causal LM (peft- or DDP-wrapped or not)
+                  rows: torch.Tensor) -> torch.Tensor: # (N, H) last hidden states
+    "The logits `(N, V)` (float32) the model's output layer gives these hidden states, Gemma's final soft-cap included."
+    logits = output_layer(model)(rows).float()
+    cap = getattr(getattr(getattr(model, "module", model), "config", None), "final_logit_softcapping", None)
+    return cap * torch.tanh(logits / cap) if cap else logits
+
+
+def last_hidden_states(model, # a causal LM (peft- or DDP-wrapped or not)
+                       input_ids: torch.Tensor, # (B, T)
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor: # (B, T, H), after the final norm
+    "The hidden states the output layer reads, from a forward pass that computes logits at the last position only."
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1]
+
+
+def hidden_logprobs(model, # the causal LM whose output layer reads `hidden`
+                    hidden: torch.Tensor, # (B, T, H) its last hidden states
+                    input_ids: torch.Tensor, # (B, T) the tokens
+                    mask: torch.Tensor, # (B, T-1) bool, targets that carry a loss
+                    chunk_size: int = 1024) -> torch.Tensor: # rows of logits computed at a time
+    "`token_logprobs` from the last hidden states: the output layer applied at masked targets only, `chunk_size` rows at a time."
+    from torch.utils.checkpoint import checkpoint
+    rows, targets = hidden[:, :-1][mask], input_ids[:, 1:][mask]                     # (N, H), (N,)
+    def chunk_logprobs(h, y): return -F.cross_entropy(output_logits(model, h), y, reduction="none")
+    recompute = torch.is_grad_enabled() and rows.requires_grad                        # backward recomputes each chunk's logits
+    parts = [checkpoint(chunk_logprobs, rows[i:i + chunk_size], targets[i:i + chunk_size], use_reentrant=False) if recompute
+             else chunk_logprobs(rows[i:i + chunk_size], targets[i:i + chunk_size]) for i in range(0, len(rows), chunk_size)]
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
+    if parts: out[mask] = torch.cat(parts)
+    return out
+
+
+def model_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, mask: torch.Tensor,
+                   chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]: # (B, T-1) log-probs, (B, T, H) hidden states
+    "One forward pass: the log-probs of the masked targets (as `token_logprobs`) without whole-vocabulary logits, and the hidden states."
+    hidden = last_hidden_states(model, input_ids, attention_mask)
+    return hidden_logprobs(model, hidden, input_ids, mask, chunk_size), hidden
+
+
+@torch.no_grad()
+def lean_logprobs_error(model, # a causal LM
+                        length: int = 12, # tokens of the random probe sequences
+                        seed: int = 0) -> float:
+    "The largest |difference| between `model_logprobs` and `token_logprobs` of the full logits on two random sequences."
+    vocab = output_layer(model).weight.shape[0]
+    device = next(getattr(model, "module", model).parameters()).device
+    ids = torch.randint(0, vocab, (2, length), generator=torch.Generator().manual_seed(seed)).to(device)
+    mask = torch.ones(2, length - 1, dtype=torch.bool, device=device)
+    try: lean = model_logprobs(model, ids, None, mask, chunk_size=7)[0]
+    except TypeError as error: raise ValueError(f"{type(getattr(model, 'module', model)).__name__} cannot return its hidden "
+                                                f"states with logits_to_keep ({error})") from None
+    full = token_logprobs(model(input_ids=ids).logits, ids, mask)
+    return float((lean - full).abs().max())
 
 # %% ../nbs/07_model.ipynb #96018fe1
 def cache_dir() -> Path:

@@ -26,17 +26,19 @@ from .core import check_policy, partial_returns, policy_label
 from .data import Conversation
 from .judge import RuleJudge
 from .personas import derive_seed
-from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, init_tiny_model, load_model,
-                          recipe_hash, save_model, token_logprobs)
+from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, init_tiny_model, last_hidden_states,
+                          lean_logprobs_error, load_model, model_logprobs, output_logits, recipe_hash, save_model,
+                          token_logprobs)
 from .render import (Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
                            encode_conversations, system_prompt)
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
-           'CHECKPOINT_PREFIX', 'ppg_loss', 'TrainConfig', 'load_data', 'RunData', 'run_data', 'base_recipe',
-           'lr_scheduler', 'sft', 'embedded_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
-           'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches',
-           'AutoCredit', 'kl_penalty', 'turn_start_positions', 'ValueHead', 'peak_memory_mb', 'train']
+           'LIBRARY_VERSIONS', 'CHECKPOINT_PREFIX', 'ppg_loss', 'TrainConfig', 'load_data', 'RunData', 'run_data',
+           'base_recipe', 'shipped_base_dir', 'shipped_base', 'lr_scheduler', 'sft', 'embedded_base',
+           'weight_difference', 'ship_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
+           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
+           'kl_penalty', 'turn_start_positions', 'ValueHead', 'forward_logprobs', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #39c8b81b
 NORMALIZE = ("token", "turn")
@@ -91,6 +93,9 @@ class TrainConfig:
     lora_dropout: float = _field(0.0, "dropout on the LoRA input (0.05 for 8B models)")
     lora_targets: list[str] | None = _field(None, "module names to adapt; None: the architecture's default (ppg_nb.model.LORA_TARGETS)")
     gradient_checkpointing: bool = _field(False, "recompute activations in backward (long sequences on GPU)")
+    lean_logprobs: bool = _field(True, "log-probs from the last hidden states at the agent's tokens, the output layer applied "
+                                       "in chunks (no whole-vocabulary logits: ppg_nb.model.model_logprobs); False: from the "
+                                       "model's full logits")
     mixed_precision: str = _field("no", "'no' (float32), 'bf16' or 'fp16': autocast through accelerate (bf16 speeds up LoRA steps on CPUs with native bf16, AVX512-BF16 or AMX, and slows them down many times on CPUs without it; online rollouts' log-probs then carry bf16 rounding)")
     attn_implementation: str | None = _field(None, "e.g. 'sdpa' or 'flash_attention_2'; None: transformers' choice")
     # --- data ---
@@ -332,6 +337,26 @@ def base_recipe(domain: str, n_conversations: int, steps: int, seed: int) -> dic
                 recipe_version=BASE_RECIPE_VERSION, torch=torch.__version__.split("+")[0],
                 transformers=transformers.__version__, tokenizers=tokenizers.__version__)
 
+
+LIBRARY_VERSIONS = ("torch", "transformers", "tokenizers")  # in the cache key of a build, not in the key of a shipped base
+
+
+def shipped_base_dir() -> Path:
+    "Where the shipped embedded bases live: the package's `bases` folder (package data)."
+    from importlib.resources import files
+    return Path(str(files("ppg_nb"))) / "bases"
+
+
+def _shipped_path(domain: str, n_conversations: int, steps: int, seed: int) -> Path:
+    recipe = {k: v for k, v in base_recipe(domain, n_conversations, steps, seed).items() if k not in LIBRARY_VERSIONS}
+    return shipped_base_dir() / f"{domain}-{recipe_hash(recipe)}"
+
+
+def shipped_base(domain: str, n_conversations: int, steps: int, seed: int) -> Path | None:
+    "The embedded base that ships with ppg_nb for this recipe (whatever the library versions), or None."
+    path = _shipped_path(domain, n_conversations, steps, seed)
+    return path if (path / "recipe.json").exists() else None
+
 # %% ../nbs/10_train.ipynb #5ee45acf
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
@@ -371,11 +396,15 @@ def embedded_base(domain: str = "education", # synthetic domain
                   n_conversations: int = 3000, # behavior conversations to fine-tune on
                   steps: int = 400, # SFT steps
                   seed: int = 0, # seed of data, tokenizer, initialisation, order
-                  progress: bool = False) -> Path: # the model directory
-    "The embedded base model for a domain: built by SFT on the behavior policy's conversations, cached by recipe."
+                  progress: bool = False, # a progress bar and a line saying what is built once, and where
+                  shipped: bool = True) -> Path: # use the weights that ship with ppg_nb for this recipe; False: build here
+    "The embedded base model for a domain: shipped with ppg_nb, or built by SFT on the behavior policy's conversations and cached by recipe."
+    if shipped and (path := shipped_base(domain, n_conversations, steps, seed)): return path
     recipe = base_recipe(domain, n_conversations, steps, seed)
     path = cache_dir() / "base" / f"{domain}-{recipe_hash(recipe)}"
     if (path / "recipe.json").exists(): return path
+    if progress: print(f"building the embedded base model of {domain} once ({steps} SFT steps on {n_conversations} conversations; "
+                       f"minutes on 2 cores); it is cached in {path} for every later run", file=sys.stderr, flush=True)
     from ppg_nb.personas import make_dataset
     start = time.time()
     data = make_dataset(domain, n_conversations, BASE_TRAIN["n_turns"], seed=10_000 + seed)
@@ -392,6 +421,36 @@ def embedded_base(domain: str = "education", # synthetic domain
     except OSError:  # another process finished first: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+# %% ../nbs/10_train.ipynb #56b9f851
+def weight_difference(a: Path, # a model folder (`model.safetensors`, `tokenizer.json`)
+                      b: Path) -> dict: # another, with the same tensors
+    "How far two saved models are apart: identical files or not, the largest absolute weight difference, the relative L2 distance."
+    import hashlib
+    from safetensors.torch import load_file
+    wa, wb = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
+    if wa.keys() != wb.keys(): raise ValueError(f"{str(a)!r} and {str(b)!r} hold different tensors: not the same architecture")
+    sha = lambda p: hashlib.sha256((Path(p) / "model.safetensors").read_bytes()).hexdigest()
+    squared = sum(((wa[k].double() - wb[k].double()) ** 2).sum().item() for k in wa)
+    norm = sum((wa[k].double() ** 2).sum().item() for k in wa)
+    return dict(identical=sha(a) == sha(b), sha256=(sha(a), sha(b)),
+                tokenizer_identical=(Path(a) / "tokenizer.json").read_bytes() == (Path(b) / "tokenizer.json").read_bytes(),
+                max_abs=max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa),
+                relative_l2=math.sqrt(squared / norm))
+
+
+def ship_base(domain: str) -> Path:
+    "Maintainers: copy this machine's build of the default recipe of `domain` into the package (`ppg_nb/bases`)."
+    import platform
+    built = embedded_base(domain, shipped=False, progress=True)
+    target = _shipped_path(domain, 3000, 400, 0)   # embedded_base's defaults: the recipe `ppg_nb train` uses
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(built, target)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    recipe = json.loads((target / "recipe.json").read_text())
+    (target / "recipe.json").write_text(json.dumps({**recipe, "built_on": f"{cpu}, {os.cpu_count()} cores"}, indent=1))
+    return target
 
 # %% ../nbs/10_train.ipynb #8614253f
 CHECKPOINT_PREFIX = "checkpoint_"
@@ -551,14 +610,16 @@ class AutoCredit:
         self.returns["full"] = conversation_returns(conversations, "full", c.gamma)
 
     @torch.no_grad()
-    def turn_sketches(self, logits, hidden, batch: Batch) -> torch.Tensor:
+    def turn_sketches(self, model, hidden, batch: Batch, chunk_size: int = 1024) -> torch.Tensor:
         "`(B, J, r*r)`: each turn's sketched output-layer score term, with the loss's token weights."
         mask = batch.turn_of_target >= 0
         rows, _ = mask.nonzero(as_tuple=True)
         turn, targets = batch.turn_of_target[mask], batch.input_ids[:, 1:][mask]
-        p = logits[:, :-1][mask].float().softmax(-1)                                     # (M, V)
-        u = self.project_vocab[targets] - p @ self.project_vocab                         # R_V^T (e_y - p), (M, r)
-        v = hidden[:, :-1][mask].float() @ self.project_hidden                           # R_H^T h, (M, r)
+        h = hidden[:, :-1][mask]                                                         # (M, H)
+        p_projected = torch.cat([output_logits(model, part).softmax(-1) @ self.project_vocab   # p^T R_V, (M, r), by chunks
+                                 for part in h.split(chunk_size)]) if len(h) else h.new_zeros(0, self.project_vocab.shape[1])
+        u = self.project_vocab[targets] - p_projected                                    # R_V^T (e_y - p), (M, r)
+        v = h.float() @ self.project_hidden                                              # R_H^T h, (M, r)
         phi = (u[:, :, None] * v[:, None, :]).flatten(1)                                 # (M, r*r)
         J = batch.turn_returns.shape[1]
         if self.config.normalize == "token": weight = torch.full_like(turn, 1.0 / len(turn), dtype=phi.dtype)
@@ -568,9 +629,9 @@ class AutoCredit:
         out = torch.zeros(len(batch.input_ids), J, phi.shape[1], dtype=phi.dtype, device=phi.device)
         return out.index_put_((rows, turn), phi * weight[:, None], accumulate=True)
 
-    def observe(self, logits, hidden, batch: Batch, accelerator) -> None:
-        "Fold one forward pass into the rule; the K of the next step."
-        sketches = self.turn_sketches(logits, hidden, batch).double()                   # (B, J, d)
+    def observe(self, model, hidden, batch: Batch, accelerator) -> None:
+        "Fold one forward pass (its last hidden states) into the rule; the K of the next step."
+        sketches = self.turn_sketches(model, hidden, batch).double()                   # (B, J, d)
         def terms(key):
             G = self.returns[key].to(sketches.device)[batch.conv_index] * batch.turn_mask
             return torch.einsum("bj,bjd->bd", self.advantages(G, batch.turn_mask).double(), sketches)
@@ -635,22 +696,28 @@ class ValueHead(torch.nn.Module):
     def load_json(self, state: dict): self.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
 
 # %% ../nbs/10_train.ipynb #8be5e203
+def forward_logprobs(model, batch: Batch, lean: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    "The log-probs `(B, T-1)` of the batch's agent tokens and the last hidden states `(B, T, H)`: lean, or from the full logits."
+    mask = batch.turn_of_target >= 0
+    if lean: return model_logprobs(model, batch.input_ids, batch.attention_mask, mask)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    return token_logprobs(out.logits, batch.input_ids, mask), out.hidden_states[-1]
+
+
 def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float,
               auto: AutoCredit | None = None, ref_logprobs: torch.Tensor | None = None, value_head: ValueHead | None = None):
     "Forward, loss, backward of one (micro-)batch; the PPG loss, the detached log-probs of its targets, and the extra terms."
     mask = batch.turn_of_target >= 0
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                output_hidden_states=auto is not None or value_head is not None)
-    logits = out.logits                                                                    # (B, T, V)
-    logprobs = token_logprobs(logits, batch.input_ids, mask)                              # (B, T-1)
-    if auto is not None: auto.observe(logits.detach(), out.hidden_states[-1].detach(), batch, accelerator)
+    with accelerator.autocast():                                                           # the output layer too
+        logprobs, hidden = forward_logprobs(model, batch, config.lean_logprobs)            # (B, T-1), (B, T, H)
+    if auto is not None: auto.observe(model, hidden.detach(), batch, accelerator)
     loss = ppg_loss(logprobs, batch.turn_of_target, advantages, config.normalize, batch.sampled_logprobs, config.clip)
     total, extra = loss, {}
     if ref_logprobs is not None:                                                           # + beta KL(pi || pi_ref)
         kl = kl_penalty(logprobs, ref_logprobs, mask)
         total, extra["kl"] = total + config.kl_coef * kl, kl.item()
     if value_head is not None:                                                             # + the critic's squared error
-        values = value_head(out.hidden_states[-1], batch.turn_of_target, batch.turn_returns.shape[1])
+        values = value_head(hidden, batch.turn_of_target, batch.turn_returns.shape[1])
         value_loss = value_head.loss(values, batch.turn_returns, batch.turn_mask)
         total, extra["value_loss"] = total + value_loss, value_loss.item()
     accelerator.backward(total * scale)
@@ -715,17 +782,16 @@ def _online_rollouts(step, model, tok, config, accelerator, judge, logged) -> tu
 
 
 @torch.no_grad()
-def _rollout_reads(model, batches: list[Batch], value_head: ValueHead | None, kl: bool, accelerator):
+def _rollout_reads(model, batches: list[Batch], value_head: ValueHead | None, kl: bool, accelerator, lean: bool = True):
     "Before any update: the critic's V(s_t) `(B, J)` and the reference policy's token log-probs, one list entry per mini-batch."
     net, values, refs = accelerator.unwrap_model(model), [], []
     for batch in batches:
-        if value_head is not None:
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-            values.append(value_head(out.hidden_states[-1], batch.turn_of_target, batch.turn_returns.shape[1]))
-        if kl:
-            with net.disable_adapter():                                                   # pi_ref: the base model
-                logits = net(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            refs.append(token_logprobs(logits, batch.input_ids, batch.turn_of_target >= 0))
+        with accelerator.autocast():
+            if value_head is not None:
+                hidden = last_hidden_states(model, batch.input_ids, batch.attention_mask)
+                values.append(value_head(hidden, batch.turn_of_target, batch.turn_returns.shape[1]))
+            if kl:
+                with net.disable_adapter(): refs.append(forward_logprobs(net, batch, lean)[0])   # pi_ref: the base model
     return values or None, refs or [None] * len(batches)
 
 
@@ -750,7 +816,7 @@ def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config,
     whole = collate(examples, tok.pad_token_id, returns)
     parts = minibatches(len(examples), config.batch_size)
     batches = [collate([examples[i] for i in part], tok.pad_token_id, returns).to(accelerator.device) for part in parts]
-    values, refs = _rollout_reads(model, batches, value_head, config.kl_coef > 0, accelerator)
+    values, refs = _rollout_reads(model, batches, value_head, config.kl_coef > 0, accelerator, config.lean_logprobs)
     baseline_free = whole.turn_returns
     if values is not None:                                                                    # G_t - V(s_t), per rollout
         V = torch.zeros_like(baseline_free)
@@ -832,6 +898,15 @@ class _Run:
         return self.data.logged if self.config.partner == "logged" else None
 
 # %% ../nbs/10_train.ipynb #2c1a8b59
+def _check_lean_logprobs(model, base) -> None:
+    "Refuse a model whose logits are not its output layer applied to its last hidden states (a logit transform we do not know)."
+    error = lean_logprobs_error(model)
+    tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 0.25   # bf16 logits round to ~0.06 at |z| ~ 10
+    if not error <= tolerance:
+        raise ValueError(f"model {base}: log-probs from its last hidden states differ from those of its logits by {error:.2g} "
+                         f"(a logit transform ppg_nb does not know): train with lean_logprobs=False")
+
+
 def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> _Run:
     "Model, LoRA, data, optimiser and schedule under accelerate; the checkpoint's state when resuming."
     from accelerate import Accelerator
@@ -846,9 +921,12 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
             base = embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed,
                                  progress=config.progress and accelerator.is_main_process)
     else: base = config.model
+    if config.progress and accelerator.is_main_process:
+        print(f"{data.mode} on {data.source}; loading {base}", file=sys.stderr, flush=True)
     model, tok = load_model(str(base), device=accelerator.device, gradient_checkpointing=config.gradient_checkpointing,
                             attn_implementation=config.attn_implementation, trust_remote_code=config.trust_remote_code)
     model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets, seed=config.seed)
+    if config.lean_logprobs: _check_lean_logprobs(model, base)
     examples, returns, stats = None, None, EncodeStats()
     if offline:
         examples, stats = encode_conversations(conversations, tok, config.max_length)
@@ -960,14 +1038,20 @@ def _evaluate_into(run: _Run, when: str) -> None:
     from ppg_nb.evaluate import label_shift, line_logprobs
     config = run.config
     if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
+        say = (lambda text: print(text, file=sys.stderr, flush=True)) if config.progress else (lambda text: None)
+        if config.eval_personas: say(f"measuring persona consistency {when} training: {config.eval_personas} held-out personas, "
+                                     f"{config.n_turns} turns each")
         ev = _evaluate(run.net, run.tok, config, run.judge) if config.eval_personas else {}
         if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
             from ppg_nb.evaluate import judged_pc
+            say(f"measuring persona consistency {when} training: the model writes the agent lines of "
+                f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}")
             pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
                            max_new_tokens=config.max_new_tokens, seed=config.eval_seed)
             ev.update({"eval/pc": pc.pc, "eval/pc_by_turn": pc.pc_by_turn})
         if run.eval_conversations:
-            lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size)
+            lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size,
+                                  lean=config.lean_logprobs, progress=f"judge-free measure {when} training" if config.progress else None)
             ev["eval/line_logprobs"] = [[c, t, v] for (c, t), v in sorted(lines.items())]
             if when == "after":
                 before = {(c, t): v for c, t, v in run.state["evals"]["before"]["eval/line_logprobs"]}
