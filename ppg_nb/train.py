@@ -13,7 +13,7 @@ import random
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -38,7 +38,8 @@ __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', '
            'base_recipe', 'shipped_base_dir', 'shipped_base', 'lr_scheduler', 'sft', 'embedded_base',
            'weight_difference', 'ship_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
            'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
-           'kl_penalty', 'turn_start_positions', 'ValueHead', 'forward_logprobs', 'peak_memory_mb', 'train']
+           'kl_penalty', 'turn_start_positions', 'ValueHead', 'forward_logprobs', 'refresh_every', 'working',
+           'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #39c8b81b
 NORMALIZE = ("token", "turn")
@@ -860,6 +861,29 @@ def _stop_requested(flag: bool, accelerator) -> bool:
     return bool(accelerator.reduce(t, "max").item())
 
 
+# %% ../nbs/10_train.ipynb #11c4b951
+def refresh_every(bar, # a tqdm bar
+                  seconds: float = 5.0): # between refreshes
+    "Redraw `bar` every `seconds` from a daemon thread (its elapsed time keeps running through a long step); returns `stop()`."
+    import threading
+    if bar.disable: return lambda: None
+    done = threading.Event()
+    def redraw():
+        while not done.wait(seconds): bar.refresh()
+    threading.Thread(target=redraw, daemon=True).start()
+    return done.set
+
+
+@contextmanager
+def working(what: str, # what is being done, e.g. "measuring persona consistency before training"
+            enabled: bool = True):
+    "A status line for a phase without steps to count: `what (elapsed)`, redrawn every 5 s, left in place when done."
+    from tqdm.auto import tqdm
+    bar = tqdm(total=None, desc=what, bar_format="{desc} ({elapsed})", disable=not enabled)
+    stop = refresh_every(bar)
+    try: yield
+    finally: stop(); bar.close()
+
 # %% ../nbs/10_train.ipynb #97fcb83e
 @dataclass
 class _Run:
@@ -987,6 +1011,7 @@ def _loop(run: _Run, callback=None) -> None:
     log = open(run.out / "log.jsonl", "a") if run.main else None
     bar = tqdm(total=run.total, initial=state["step"], disable=not (config.progress and run.main),
                desc=f"PPG {policy_label(config.policy, config.policy_params)}, {run.data.mode}")
+    stop_refreshing = refresh_every(bar)   # a long step still shows its time running
     complete = True
     run.model.train()
     try:
@@ -1023,6 +1048,7 @@ def _loop(run: _Run, callback=None) -> None:
                                f"with resume_from={str(run.out)!r} (ppg_nb train --resume-from {run.out})", file=sys.stderr)
         raise
     finally:
+        stop_refreshing()
         if handler is not None: signal.signal(signal.SIGINT, handler)
         if log: log.close()
     bar.close()
@@ -1038,16 +1064,17 @@ def _evaluate_into(run: _Run, when: str) -> None:
     from ppg_nb.evaluate import label_shift, line_logprobs
     config = run.config
     if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
-        say = (lambda text: print(text, file=sys.stderr, flush=True)) if config.progress else (lambda text: None)
-        if config.eval_personas: say(f"measuring persona consistency {when} training: {config.eval_personas} held-out personas, "
-                                     f"{config.n_turns} turns each")
-        ev = _evaluate(run.net, run.tok, config, run.judge) if config.eval_personas else {}
+        ev = {}
+        if config.eval_personas:
+            with working(f"persona consistency {when} training: {config.eval_personas} held-out personas, {config.n_turns} "
+                         f"turns each", config.progress):
+                ev = _evaluate(run.net, run.tok, config, run.judge)
         if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
             from ppg_nb.evaluate import judged_pc
-            say(f"measuring persona consistency {when} training: the model writes the agent lines of "
-                f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}")
-            pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
-                           max_new_tokens=config.max_new_tokens, seed=config.eval_seed)
+            with working(f"persona consistency {when} training: the model writes the agent lines of "
+                         f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}", config.progress):
+                pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
+                               max_new_tokens=config.max_new_tokens, seed=config.eval_seed)
             ev.update({"eval/pc": pc.pc, "eval/pc_by_turn": pc.pc_by_turn})
         if run.eval_conversations:
             lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size,
