@@ -396,7 +396,7 @@ class _Runner:
         self.spec, self.out = spec, Path(output)
         self.meta = open_output(spec, self.out, command)
         self.command_index = len(self.meta["commands"]) - 1  # this command's entry (another command may append later)
-        self.log = log or (lambda *a, **k: None)
+        self.log, self.verbose = log or (lambda *a, **k: None), log is not None
         self.trained, self.reused = 0, 0
         self._models, self._base, self._before = {}, {}, {}
         self.started = time.time()
@@ -405,8 +405,8 @@ class _Runner:
         "The base model and tokenizer of a config (embedded: built or read from the cache), loaded once."
         from ppg_nb.model import load_model
         from ppg_nb.train import embedded_base
-        path = str(embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed)
-                   if config.model == EMBEDDED else config.model)
+        path = str(embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed,
+                                 progress=self.verbose) if config.model == EMBEDDED else config.model)
         if path not in self._models:
             self._models.clear()
             self._models[path] = load_model(path, device=_device(), trust_remote_code=config.trust_remote_code)

@@ -404,8 +404,8 @@ def embedded_base(domain: str = "education", # synthetic domain
     recipe = base_recipe(domain, n_conversations, steps, seed)
     path = cache_dir() / "base" / f"{domain}-{recipe_hash(recipe)}"
     if (path / "recipe.json").exists(): return path
-    if progress: print(f"building the embedded base model of {domain} once ({steps} SFT steps on {n_conversations} conversations; "
-                       f"minutes on 2 cores); it is cached in {path} for every later run", file=sys.stderr, flush=True)
+    if progress: print(f"building the embedded base model of {domain} once ({steps} SFT steps on {n_conversations} conversations); "
+                       f"it is cached in {path} for every later run", file=sys.stderr, flush=True)
     from ppg_nb.personas import make_dataset
     start = time.time()
     data = make_dataset(domain, n_conversations, BASE_TRAIN["n_turns"], seed=10_000 + seed)

@@ -103,3 +103,33 @@ def test_a_mistake_as_a_subprocess_prints_no_traceback(folder, cache_env):
 def test_there_are_at_least_15_mistakes_over_every_subcommand():
     assert len(MISTAKES) >= 15
     assert {m[0].split()[0] for m in MISTAKES} == {"train", "judge", "experiments", "real", "credit"}
+
+
+def _bench_first_hour():
+    "tests/benchmarks/bench_first_hour.py as a module (its output reader, stamped with times)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_first_hour", Path(__file__).parent / "benchmarks" / "bench_first_hour.py")
+    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+    return module
+
+
+def test_train_says_what_it_does_in_order_and_is_never_silent_long(tmp_path):
+    "`ppg_nb train` as a user runs it (a subprocess, an empty cache, a recipe that is not shipped, so the base is built): each "
+    "phase announces itself, in order, and no gap in the output is longer than the benchmark's limit."
+    bench = _bench_first_hour()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PPG_NB_CACHE": str(tmp_path / "cache"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    command = (f"ppg_nb train --base-conversations 48 --base-steps 4 --max-steps 2 --online-batch 4 --batch-size 4 "
+               f"--eval-personas 4 --output {tmp_path}/run")
+    run = bench.timed_output(command, tmp_path, env)
+    text = [piece for _, piece in run["pieces"]]
+    assert run["rc"] == 0, text[-5:]
+    phases = ["building the embedded base model of education once", "loading", "persona consistency before training",
+              "PPG 2-step lookahead, online", "persona consistency after training", "policy: 2-step lookahead"]
+    found = [next((i for i, piece in enumerate(text) if phase in piece), None) for phase in phases]
+    assert None not in found, dict(zip(phases, found))
+    assert found == sorted(found), dict(zip(phases, found))
+    assert str(tmp_path / "cache" / "base") in text[found[0]]          # where the build is kept
+    assert bench.FIRST_STEP.search(next(p for p in text if p.startswith("PPG") and "1/2" in p))
+    longest = bench.silences(run["pieces"], run["seconds"])[0]
+    assert longest["seconds"] <= bench.MAX_SILENCE_S, longest

@@ -6,7 +6,7 @@ For each command: wall time, peak memory (the largest resident set in the comman
 `1/N`), and its longest silence (with the output on either side). By default every command starts from an empty ppg_nb
 cache (`PPG_NB_CACHE` in a fresh folder), as on a new machine: a model conversion or a base build is part of its time.
 
-    python tests/benchmarks/bench_first_hour.py                                   # make-train, real-llm, experiments-quick
+    python tests/benchmarks/bench_first_hour.py                                   # every command below
     python tests/benchmarks/bench_first_hour.py --commands make-train --repo /tmp/fresh --repeat 2 --save FILE
 
 `make-train` runs `make train` in `--repo` (a fresh clone whose `make install` has finished: the clock starts after the
@@ -35,6 +35,9 @@ COMMANDS = {
     "make-train": "make train",
     "real-llm": ("ppg_nb train --model smollm2-135m-instruct --data {data}/education__gemma-2-2b-it_len_10.json "
                  "--eval-data {data}/education__mistral-instruct_len_10.json --max-steps 2 --output {tmp}/real"),
+    "real-llm-checkpointing": ("ppg_nb train --model smollm2-135m-instruct --data {data}/education__gemma-2-2b-it_len_10.json "
+                               "--eval-data {data}/education__mistral-instruct_len_10.json --max-steps 2 --gradient-checkpointing "
+                               "--output {tmp}/real"),
     "experiments-quick": "ppg_nb experiments --quick --output {tmp}/quick",
 }
 MAX_SILENCE_S = 15.0
