@@ -10,7 +10,7 @@ import importlib.metadata
 import json
 import os
 import shutil
-import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,8 @@ from torch import nn
 __all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'NAMED_MODELS', 'LORA_TARGETS', 'build_tokenizer',
            'tiny_config', 'save_model', 'init_tiny_model', 'NamedModel', 'named_model_file', 'convert_gguf',
            'model_path', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model', 'token_logprobs',
-           'lora_targets', 'add_lora', 'tiny_family_model', 'output_layer', 'output_logits', 'last_hidden_states',
-           'hidden_logprobs', 'model_logprobs', 'lean_logprobs_error', 'cache_dir', 'recipe_hash']
+           'lora_targets', 'add_lora', 'tiny_family_model', 'refresh_every', 'working', 'output_layer', 'output_logits',
+           'last_hidden_states', 'hidden_logprobs', 'model_logprobs', 'lean_logprobs_error', 'cache_dir', 'recipe_hash']
 
 # %% ../nbs/07_model.ipynb #f6e3d276
 BOS, END, PAD = "<|bos|>", "<|end|>", "<|pad|>"
@@ -174,9 +174,8 @@ def model_path(name_or_path: str) -> str:
     if name_or_path not in NAMED_MODELS: return name_or_path
     out = cache_dir() / "models" / name_or_path
     if not (out / "source.json").is_file():
-        print(f"converting {name_or_path} from its GGUF file to a Hugging Face folder, once (seconds to a minute); cached in {out}",
-              file=sys.stderr, flush=True)
-        convert_gguf(named_model_file(name_or_path), out)
+        with working(f"converting {name_or_path} from its GGUF file to a Hugging Face folder, once; cached in {out}"):
+            convert_gguf(named_model_file(name_or_path), out)
     _drop_gguf_quantization(out)  # `Trainer` refuses a model whose config says GGUF-quantized
     return str(out)
 
@@ -298,6 +297,29 @@ def tiny_family_model(arch: str, # "llama", "qwen3" or "gemma"
     if arch not in configs: raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(configs)}")
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(configs[arch](), dtype=torch.float32)
+
+# %% ../nbs/07_model.ipynb #986f3ddc
+def refresh_every(bar, # a tqdm bar
+                  seconds: float = 5.0): # between refreshes
+    "Redraw `bar` every `seconds` from a daemon thread (its elapsed time keeps running through a long step); returns `stop()`."
+    import threading
+    if bar.disable: return lambda: None
+    done = threading.Event()
+    def redraw():
+        while not done.wait(seconds): bar.refresh()
+    threading.Thread(target=redraw, daemon=True).start()
+    return done.set
+
+
+@contextmanager
+def working(what: str, # what is being done, e.g. "measuring persona consistency before training"
+            enabled: bool = True):
+    "A status line for a phase without steps to count: `what (elapsed)`, redrawn every 5 s, left in place when done."
+    from tqdm.auto import tqdm
+    bar = tqdm(total=None, desc=what, bar_format="{desc} ({elapsed})", disable=not enabled)
+    stop = refresh_every(bar)
+    try: yield
+    finally: stop(); bar.close()
 
 # %% ../nbs/07_model.ipynb #fd5d28ce
 def output_layer(model) -> nn.Module:

@@ -13,7 +13,7 @@ import random
 import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -27,8 +27,8 @@ from .data import Conversation
 from .judge import RuleJudge
 from .personas import derive_seed
 from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, init_tiny_model, last_hidden_states,
-                          lean_logprobs_error, load_model, model_logprobs, output_logits, recipe_hash, save_model,
-                          token_logprobs)
+                          lean_logprobs_error, load_model, model_logprobs, output_logits, recipe_hash, refresh_every,
+                          save_model, token_logprobs, working)
 from .render import (Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
                            encode_conversations, system_prompt)
 
@@ -38,8 +38,7 @@ __all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', '
            'base_recipe', 'shipped_base_dir', 'shipped_base', 'lr_scheduler', 'sft', 'embedded_base',
            'weight_difference', 'ship_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
            'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
-           'kl_penalty', 'turn_start_positions', 'ValueHead', 'forward_logprobs', 'refresh_every', 'working',
-           'peak_memory_mb', 'train']
+           'kl_penalty', 'turn_start_positions', 'ValueHead', 'forward_logprobs', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #39c8b81b
 NORMALIZE = ("token", "turn")
@@ -860,29 +859,6 @@ def _stop_requested(flag: bool, accelerator) -> bool:
     t = torch.tensor([float(flag)], device=accelerator.device)
     return bool(accelerator.reduce(t, "max").item())
 
-
-# %% ../nbs/10_train.ipynb #11c4b951
-def refresh_every(bar, # a tqdm bar
-                  seconds: float = 5.0): # between refreshes
-    "Redraw `bar` every `seconds` from a daemon thread (its elapsed time keeps running through a long step); returns `stop()`."
-    import threading
-    if bar.disable: return lambda: None
-    done = threading.Event()
-    def redraw():
-        while not done.wait(seconds): bar.refresh()
-    threading.Thread(target=redraw, daemon=True).start()
-    return done.set
-
-
-@contextmanager
-def working(what: str, # what is being done, e.g. "measuring persona consistency before training"
-            enabled: bool = True):
-    "A status line for a phase without steps to count: `what (elapsed)`, redrawn every 5 s, left in place when done."
-    from tqdm.auto import tqdm
-    bar = tqdm(total=None, desc=what, bar_format="{desc} ({elapsed})", disable=not enabled)
-    stop = refresh_every(bar)
-    try: yield
-    finally: stop(); bar.close()
 
 # %% ../nbs/10_train.ipynb #97fcb83e
 @dataclass
