@@ -295,6 +295,7 @@ def run_judge(args) -> int:
     from ppg_nb.experiments import versions
     from ppg_nb.judge import judge_agreement, load_judge, train_judge
     from ppg_nb.judge import RuleJudge, is_judge_spec
+    from ppg_nb.model import working
     if args.action == "eval" and not args.judge: raise ValueError("judge eval needs --judge: 'rule', 'zero-shot:MODEL' or a judge folder")
     if args.action == "eval" and not is_judge_spec(args.judge): load_judge(args.judge)  # an unknown judge: its message, at once
     _check_judge_output(args)
@@ -306,14 +307,17 @@ def run_judge(args) -> int:
         judge = train_judge(conversations, args.output, base_model=args.base_model, epochs=args.epochs, lr=args.lr,
                             batch_size=args.batch_size, bf16=args.bf16, seed=args.seed, sources=[str(p) for p in args.data])
         if held_out: save_conversations(held_out, args.output / "held_out.jsonl")
-        fit = judge_agreement(judge, conversations)
+        with working(f"judging the {judge.meta['n_lines']} training lines with the trained judge"):
+            fit = judge_agreement(judge, conversations)
         print(f"trained a judge on {judge.meta['n_lines']} labelled lines ({judge.meta['n_examples']} after balancing); "
               f"AUC on its own training lines {fit['auc']:.3f}; wrote {args.output}"
               + (f" and {len(held_out)} held-out conversations to {args.output / 'held_out.jsonl'}" if held_out else ""))
         return 0
     judge = load_judge(args.judge, batch_size=args.batch_size)
-    result = {"judge": args.judge, "data": [str(p) for p in args.data], **judge_agreement(judge, conversations, args.max_lines),
-              "versions": versions()}
+    n_lines = min(sum(len(c.agent_turns) for c in conversations), args.max_lines or float("inf"))
+    with working(f"judging {n_lines} labelled lines with {args.judge}"):
+        agreement = judge_agreement(judge, conversations, args.max_lines)
+    result = {"judge": args.judge, "data": [str(p) for p in args.data], **agreement, "versions": versions()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1))
     print(f"{args.judge} on {result['n_lines']} labelled lines: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} "
