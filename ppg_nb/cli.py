@@ -254,7 +254,8 @@ def _add_judge_arguments(parser):
     parser.add_argument("action", choices=["train", "eval"], help="train: fit a judge on the stored labels; eval: measure a judge "
                                                                  "against them")
     parser.add_argument("--judge", help="eval: 'zero-shot:MODEL' (MODEL: a hub name, a folder, or a named model such as "
-                                        "smollm2-135m-instruct), a folder written by 'judge train', or 'rule'")
+                                        "smollm2-135m-instruct), 'openai:MODEL[@URL]' (an OpenAI-compatible server; key in "
+                                        "$PPG_NB_JUDGE_API_KEY), a folder written by 'judge train', or 'rule'")
     parser.add_argument("--data", nargs="+", required=True, metavar="FILE_OR_DIR", help="Consistent-LLMs files or folders, or JSONL files")
     parser.add_argument("--output", type=Path, required=True, help="eval: the JSON file to write; train: the judge folder to create")
     parser.add_argument("--overwrite", action="store_true", help="eval: replace an existing --output file")
@@ -296,7 +297,7 @@ def run_judge(args) -> int:
     from ppg_nb.judge import judge_agreement, load_judge, train_judge
     from ppg_nb.judge import RuleJudge, is_judge_spec
     from ppg_nb.model import working
-    if args.action == "eval" and not args.judge: raise ValueError("judge eval needs --judge: 'rule', 'zero-shot:MODEL' or a judge folder")
+    if args.action == "eval" and not args.judge: raise ValueError("judge eval needs --judge: 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a judge folder")
     if args.action == "eval" and not is_judge_spec(args.judge): load_judge(args.judge)  # an unknown judge: its message, at once
     _check_judge_output(args)
     conversations = _judge_data(args)

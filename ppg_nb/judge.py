@@ -6,8 +6,13 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import numbers
+import os
+import re
+import threading
+import time
 from dataclasses import replace
 from typing import Sequence
 
@@ -18,9 +23,10 @@ from .data import Conversation
 from .personas import DOMAINS, score_conversation, judge_turns  # the rule judge lives with the domains it scores
 
 # %% auto #0
-__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'answer_token_ids', 'answer_words',
-           'LLMJudge', 'tiny_judge_checkpoint', 'judge_agreement', 'classifier_input', 'ClassifierJudge',
-           'judge_examples', 'train_judge', 'RuleJudge', 'is_judge_spec', 'load_judge']
+__all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'DEFAULT_JUDGE_URL',
+           'answer_token_ids', 'answer_words', 'LLMJudge', 'tiny_judge_checkpoint', 'judge_agreement',
+           'classifier_input', 'ClassifierJudge', 'judge_examples', 'train_judge', 'parse_remote_spec', 'RemoteJudge',
+           'RuleJudge', 'is_judge_spec', 'load_judge', 'FakeChatServer']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -401,6 +407,92 @@ def train_judge(conversations: Sequence[Conversation], # labelled conversations 
     (output / JUDGE_FILE).write_text(json.dumps(meta, indent=1))
     return ClassifierJudge(model, tok, max_length=max_length, meta=meta)
 
+# %% ../nbs/06_judge.ipynb #9cbeef6d
+_REMOTE = re.compile(r"^openai:(?P<model>[^@\s]+)(?:@(?P<url>https?://\S+))?$")
+DEFAULT_JUDGE_URL = "http://127.0.0.1:8000/v1"
+
+
+def parse_remote_spec(spec) -> tuple[str, str] | None:
+    "(model, base URL) of `openai:MODEL` or `openai:MODEL@URL`; None for any other spec."
+    match = _REMOTE.match(spec) if isinstance(spec, str) else None
+    if match is None: return None
+    return match["model"], (match["url"] or os.environ.get("PPG_NB_JUDGE_URL") or DEFAULT_JUDGE_URL).rstrip("/")
+
+
+def _sigmoid(x: float) -> float: return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
+
+# %% ../nbs/06_judge.ipynb #3c62908f
+class RemoteJudge(LLMJudge):
+    "The zero-shot judge's questions, asked of an OpenAI-compatible chat server: P(YES) from the answer's first-token log-probs."
+    def __init__(self, model: str, # the model name the server knows
+                 url: str = DEFAULT_JUDGE_URL, # the API's base URL (ending in /v1)
+                 concurrency: int = 8, # requests in flight
+                 timeout: float = 60.0, # seconds per request
+                 retries: int = 4, # further tries after a 429, a 5xx or a refused connection
+                 backoff: float = 0.5): # seconds before the first retry, doubled each time
+        if isinstance(concurrency, bool) or not isinstance(concurrency, numbers.Integral) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        self.model, self.url, self.concurrency, self.timeout, self.retries, self.backoff = model, url.rstrip("/"), int(concurrency), timeout, retries, backoff
+        self._key = os.environ.get("PPG_NB_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.counts = {"requests": 0, "retries": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "from_text": 0, "unreadable": 0}
+        self._cache, self._lock = {}, threading.Lock()
+
+    def __repr__(self): return f"RemoteJudge(model={self.model!r}, url={self.url!r})"   # never the key
+
+    def _post(self, body: dict) -> dict:
+        "POST one chat completion; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
+        import urllib.error, urllib.request
+        url = f"{self.url}/chat/completions"
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self._key}"} if self._key else {})}
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, json.dumps(body).encode(), headers), timeout=self.timeout) as r:
+                    text = r.read().decode("utf-8", "replace")
+                break
+            except urllib.error.HTTPError as error:
+                if error.code != 429 and error.code < 500 or attempt == self.retries:
+                    detail = error.read().decode("utf-8", "replace")[:200]
+                    raise ValueError(f"judge server {url} answered HTTP {error.code} for model {self.model!r}: {detail}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                if attempt == self.retries:
+                    raise ValueError(f"judge server {url} is not reachable ({getattr(error, 'reason', error)}) after "
+                                     f"{self.retries + 1} tries: start it, or name another with openai:MODEL@URL") from None
+            with self._lock: self.counts["retries"] += 1
+            time.sleep(self.backoff * 2 ** attempt)
+        try: reply = json.loads(text); choice = reply["choices"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ValueError(f"judge server {url} did not answer with a JSON chat completion: {text[:200]!r}") from None
+        with self._lock:
+            self.counts["requests"] += 1
+            for k in ("prompt_tokens", "completion_tokens"): self.counts[k] += int((reply.get("usage") or {}).get(k) or 0)
+        return choice
+
+    def _ask(self, prompt: str) -> float:
+        "P(YES) of one question (cached)."
+        with self._lock:
+            if prompt in self._cache: self.counts["cached"] += 1; return self._cache[prompt]
+        choice = self._post({"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 1,
+                             "temperature": 0, "logprobs": True, "top_logprobs": 20})
+        first = ((choice.get("logprobs") or {}).get("content") or [{}])[0].get("top_logprobs") or []
+        mass = {w: [t["logprob"] for t in first if str(t.get("token", "")).strip().upper() == w] for w in ("YES", "NO")}
+        if mass["YES"] or mass["NO"]:
+            lse = lambda xs: max(xs) + math.log(sum(math.exp(x - max(xs)) for x in xs)) if xs else -math.inf
+            yes, no = lse(mass["YES"]), lse(mass["NO"])
+            p = 1.0 if no == -math.inf else _sigmoid(yes - no)
+        else:
+            answer = str((choice.get("message") or {}).get("content") or "").strip().upper()
+            key = "from_text" if answer.startswith(("YES", "NO")) else "unreadable"
+            p = 1.0 if answer.startswith("YES") else 0.0 if answer.startswith("NO") else 0.5
+            with self._lock: self.counts[key] += 1
+        with self._lock: self._cache[prompt] = p
+        return p
+
+    def prob_yes(self, prompts: Sequence[str]) -> torch.Tensor:
+        "P(YES) per prompt (float64), `concurrency` requests in flight."
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts): raise ValueError("prompts must be a list of strings")
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(self.concurrency) as pool: return torch.tensor(list(pool.map(self._ask, prompts)), dtype=torch.float64)
+
 # %% ../nbs/06_judge.ipynb #accc6063
 class RuleJudge:
     "The synthetic domains' rule judge (`score_conversation`) behind the same calls as the model judges."
@@ -425,20 +517,53 @@ class RuleJudge:
 
 
 def is_judge_spec(spec) -> bool:
-    "Whether `spec` names a judge `load_judge` can read (checked without loading it): rule, zero-shot:MODEL or a judge folder."
+    "Whether `spec` names a judge `load_judge` can read (checked without loading it): rule, zero-shot:MODEL, openai:MODEL[@URL] or a judge folder."
     from pathlib import Path
     return isinstance(spec, str) and (spec == "rule" or spec.startswith("zero-shot:") and len(spec) > len("zero-shot:")
-                                      or (Path(spec) / JUDGE_FILE).is_file())
+                                      or parse_remote_spec(spec) is not None or (Path(spec) / JUDGE_FILE).is_file())
 
 
-def load_judge(spec: str, # "rule", "zero-shot:MODEL" or a folder written by `train_judge`
-               batch_size: int = 8, # inputs per forward pass
+def load_judge(spec: str, # "rule", "zero-shot:MODEL", "openai:MODEL[@URL]" or a folder written by `train_judge`
+               batch_size: int = 8, # inputs per forward pass (a remote judge: requests in flight)
                device: str | None = None):
-    "A judge by name: `rule` (synthetic domains), `zero-shot:MODEL` (a causal LM answering YES/NO), or a trained judge's folder."
+    "A judge by name: `rule` (synthetic domains), `zero-shot:MODEL` (a causal LM answering YES/NO), `openai:MODEL[@URL]` (the same question to an OpenAI-compatible server), or a trained judge's folder."
     from pathlib import Path
     if spec == "rule": return RuleJudge()
+    if (remote := parse_remote_spec(spec)) is not None: return RemoteJudge(*remote, concurrency=max(batch_size, 8))
     kind, _, model = spec.partition(":")
     if kind == "zero-shot" and model: return LLMJudge.from_pretrained(model, device=device, batch_size=batch_size)
     if Path(spec).exists(): return ClassifierJudge.load(spec, device=device, batch_size=batch_size)  # refuses a non-judge folder
-    raise ValueError(f"unknown judge {spec!r}: give 'rule', 'zero-shot:MODEL' (MODEL: a hub name, a folder or a named model) "
-                     f"or a folder written by `ppg_nb judge train`")
+    raise ValueError(f"unknown judge {spec!r}: give 'rule', 'zero-shot:MODEL' (MODEL: a hub name, a folder or a named model), "
+                     f"'openai:MODEL' or 'openai:MODEL@URL' (an OpenAI-compatible server) or a folder written by `ppg_nb judge train`")
+
+# %% ../nbs/06_judge.ipynb #bce77071
+class FakeChatServer:
+    "A stand-in OpenAI-compatible chat server on 127.0.0.1 for tests: `p_yes(prompt)` decides the answer's top log-probs."
+    def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs"):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.p_yes, self.delay, self.mode, self.fail_next = p_yes, delay, mode, []   # mode: logprobs, text, garbage
+        self.in_flight = self.max_in_flight = 0; self.requests, self.lock = [], threading.Lock()
+        server = self
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args): pass
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append((self.path, dict(self.headers), body))
+                    server.in_flight += 1; server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    status = server.fail_next.pop(0) if server.fail_next else 200
+                time.sleep(server.delay)
+                with server.lock: server.in_flight -= 1
+                if status != 200: self.send_response(status); self.end_headers(); self.wfile.write(b"busy"); return
+                p = server.p_yes(body["messages"][-1]["content"])
+                top = [{"token": "YES", "logprob": math.log(p)}, {"token": "NO", "logprob": math.log(1 - p)}]
+                answer = {"logprobs": {"message": {"content": "YES" if p >= 0.5 else "NO"}, "logprobs": {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}},
+                          "text": {"message": {"content": "YES, it does" if p >= 0.5 else "Maybe"}},}.get(server.mode)
+                payload = b"<html>not json</html>" if answer is None else json.dumps(
+                    {"choices": [answer], "usage": {"prompt_tokens": 10, "completion_tokens": 1}}).encode()
+                self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers(); self.wfile.write(payload)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self): self.httpd.shutdown(); self.httpd.server_close()

@@ -135,8 +135,9 @@ class TrainConfig:
                                  "online only; 0: none")
     partner: str = _field("simulator", "online: who speaks the partner's lines: 'simulator' (the synthetic domain's partner) or "
                                        "'logged' (the logged partner lines of `data`, replayed while the model writes every agent line)")
-    judge: str = _field("rule", "online rewards and judged PC: 'rule' (the synthetic domains' rule judge), 'zero-shot:MODEL' or a "
-                                "folder written by `ppg_nb judge train` (ppg_nb.judge.load_judge)")
+    judge: str = _field("rule", "online rewards and judged PC: 'rule' (the synthetic domains' rule judge), 'zero-shot:MODEL', "
+                                "'openai:MODEL' or 'openai:MODEL@URL' (an OpenAI-compatible server; key in $PPG_NB_JUDGE_API_KEY) "
+                                "or a folder written by `ppg_nb judge train` (ppg_nb.judge.load_judge)")
     online_batch: int = _field(32, "conversations rolled out per online step")
     temperature: float = _field(1.0, "sampling temperature of online rollouts and of evaluation")
     max_new_tokens: int = _field(48, "longest generated agent line in tokens")
@@ -264,7 +265,8 @@ def validate(c: TrainConfig) -> TrainConfig:
     need(c.partner == "simulator" or (c.data is not None and c.resolved_mode == "online"),
          "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
     from ppg_nb.judge import is_judge_spec
-    need(is_judge_spec(c.judge), f"judge must be 'rule', 'zero-shot:MODEL' or a folder written by `ppg_nb judge train`, got {c.judge!r}")
+    need(is_judge_spec(c.judge), f"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a folder written by "
+                                 f"`ppg_nb judge train`, got {c.judge!r}")
     if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data={c.eval_data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
     if c.model != EMBEDDED:
         try: check_model_source(c.model)
@@ -1002,6 +1004,7 @@ def _loop(run: _Run, callback=None) -> None:
                                       accelerator, run.judge, run.logged, run.auto, run.value_head)
             state["step"] = step = step + 1; complete = True
             if run.auto is not None: state.setdefault("auto_K", []).append(record["auto/K"])  # the K of every step
+            if hasattr(run.judge, "counts"): record.update({f"judge/{k}": v for k, v in run.judge.counts.items()})  # so far
             dt = time.perf_counter() - t0
             run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes
             record = {"step": step, "mode": run.data.mode, **record, "train/lr": run.scheduler.get_last_lr()[0],

@@ -126,3 +126,44 @@ def test_judge_train_then_eval_through_the_cli(tmp_path, checkpoint):
     bad = run("eval", "--judge", str(checkpoint), "--data", str(held), "--output", str(tmp_path / "x.json"))
     assert bad.returncode != 0 and f"judge {str(checkpoint)!r} has no judge.json" in bad.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_remote_judge_scores_judge_eval_and_online_training(tmp_path, base_dir, monkeypatch):
+    "`--judge openai:MODEL@URL` against a stand-in OpenAI-compatible server on 127.0.0.1: `judge eval` measures it against "
+    "the stored labels, and an online step is rewarded by it (the requests and their tokens counted in log.jsonl)."
+    import json
+    from ppg_nb.cli import main
+    from ppg_nb.data import save_conversations
+    from ppg_nb.judge import FakeChatServer
+    server = FakeChatServer(p_yes=lambda prompt: 0.8 if "invented" in prompt else 0.1)
+    try:
+        monkeypatch.setenv("PPG_NB_JUDGE_API_KEY", "sk-never-logged")
+        data = save_conversations(make_dataset("education", 6, 4, seed=3), tmp_path / "labelled.jsonl")
+        spec = f"openai:judge-model@{server.url}"
+        assert main(["judge", "eval", "--judge", spec, "--data", str(data), "--output", str(tmp_path / "agree.json")]) == 0
+        agree = json.loads((tmp_path / "agree.json").read_text())
+        assert agree["judge"] == spec and agree["n_lines"] == 24 and 0 <= agree["auc"] <= 1
+        asked = len(server.requests)
+        assert asked > 0 and all(h["Authorization"] == "Bearer sk-never-logged" for _, h, _ in server.requests)
+        assert main(["train", "--base-conversations", "48", "--base-steps", "4", "--judge", spec, "--max-steps", "1",
+                     "--online-batch", "2", "--batch-size", "2", "--n-turns", "3", "--eval-personas", "0", "--no-progress",
+                     "--output", str(tmp_path / "run")]) == 0
+        log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+        step = next(r for r in log if "train/loss" in r)
+        assert step["judge/requests"] == len(server.requests) - asked > 0 and step["judge/prompt_tokens"] == 10 * step["judge/requests"]
+        assert "sk-never-logged" not in (tmp_path / "run" / "log.jsonl").read_text() + (tmp_path / "run" / "config.json").read_text()
+    finally: server.close()
+
+
+def test_a_remote_judge_that_is_down_is_one_line_naming_the_url(tmp_path, capsys):
+    from ppg_nb.cli import main
+    from ppg_nb.data import save_conversations
+    data = save_conversations(make_dataset("education", 2, 3, seed=3), tmp_path / "labelled.jsonl")
+    spec = "openai:judge-model@http://127.0.0.1:9/v1"                      # port 9 (discard): nothing listens
+    assert main(["judge", "eval", "--judge", spec, "--data", str(data), "--output", str(tmp_path / "agree.json")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]           # beside it: the status line of the judging
+    assert len(errors) == 1 and errors[0].startswith("ppg_nb judge: error: --judge server http://127.0.0.1:9/v1/chat/completions "
+                                                     "is not reachable"), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "agree.json").exists()
