@@ -104,3 +104,15 @@ def test_no_import_cycle_among_modules():
     graph = _imports_between_modules(ROOT / "ppg_nb")
     assert "model" in graph["evaluate"] and "evaluate" in graph["train"]          # it reads imports, function-level included
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_nbdev_doc_processor_runs_every_notebook(tmp_path):
+    "nbdev's doc processor (what renders the docs) runs every notebook: imports stand in import-only cells, so the cells it "
+    "executes (imports, exports, show_doc) never depend on a cell it skips."
+    repo = _copy_tree(tmp_path)
+    done = subprocess.run([_nbdev("nbdev_proc_nbs"), "--n_workers", "0", "--force"], cwd=repo, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Found cells containing imports and other code" not in done.stderr
+    processed = sorted(p.name for p in (repo / "_proc").glob("*.ipynb"))
+    assert processed == sorted(p.name for p in (repo / "nbs").glob("*.ipynb"))
