@@ -432,13 +432,12 @@ def weight_difference(a: Path, # a model folder (`model.safetensors`, `tokenizer
     from safetensors.torch import load_file
     wa, wb = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
     if wa.keys() != wb.keys(): raise ValueError(f"{str(a)!r} and {str(b)!r} hold different tensors: not the same architecture")
-    sha = lambda p: hashlib.sha256((Path(p) / "model.safetensors").read_bytes()).hexdigest()
-    squared = sum(((wa[k].double() - wb[k].double()) ** 2).sum().item() for k in wa)
-    norm = sum((wa[k].double() ** 2).sum().item() for k in wa)
-    return dict(identical=sha(a) == sha(b), sha256=(sha(a), sha(b)),
+    sha = [hashlib.sha256((Path(p) / "model.safetensors").read_bytes()).hexdigest() for p in (a, b)]
+    diffs = [wa[k].double() - wb[k].double() for k in wa]
+    squared, norm = sum((d ** 2).sum().item() for d in diffs), sum((wa[k].double() ** 2).sum().item() for k in wa)
+    return dict(identical=sha[0] == sha[1], sha256=tuple(sha),
                 tokenizer_identical=(Path(a) / "tokenizer.json").read_bytes() == (Path(b) / "tokenizer.json").read_bytes(),
-                max_abs=max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa),
-                relative_l2=math.sqrt(squared / norm))
+                max_abs=max(d.abs().max().item() for d in diffs), relative_l2=math.sqrt(squared / norm))
 
 
 def ship_base(domain: str) -> Path:
