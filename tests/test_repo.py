@@ -110,8 +110,10 @@ def test_nbdev_doc_processor_runs_every_notebook(tmp_path):
     "nbdev's doc processor (what renders the docs) runs every notebook: imports stand in import-only cells, so the cells it "
     "executes (imports, exports, show_doc) never depend on a cell it skips."
     repo = _copy_tree(tmp_path)
-    done = subprocess.run([_nbdev("nbdev_proc_nbs"), "--n_workers", "0", "--force"], cwd=repo, capture_output=True, text=True,
-                          timeout=600)
+    # nbdev.serve.proc_nbs, not the `nbdev_proc_nbs` command: without Quarto that command tries to install it and then runs
+    # `pip install -e` on the folder it is in, which would point this environment's ppg_nb at the temporary copy
+    process = "from nbdev.serve import proc_nbs; proc_nbs('nbs', n_workers=0, force=True)"
+    done = subprocess.run([sys.executable, "-c", process], cwd=repo, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "Found cells containing imports and other code" not in done.stderr
     processed = sorted(p.name for p in (repo / "_proc").glob("*.ipynb"))
