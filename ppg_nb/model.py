@@ -22,8 +22,9 @@ from torch import nn
 __all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'NAMED_MODELS', 'LORA_TARGETS', 'build_tokenizer',
            'tiny_config', 'save_model', 'init_tiny_model', 'NamedModel', 'named_model_file', 'convert_gguf',
            'model_path', 'check_model_source', 'load_tokenizer', 'default_dtype', 'load_model', 'token_logprobs',
-           'lora_targets', 'add_lora', 'tiny_family_model', 'refresh_every', 'working', 'output_layer', 'output_logits',
-           'last_hidden_states', 'hidden_logprobs', 'model_logprobs', 'lean_logprobs_error', 'cache_dir', 'recipe_hash']
+           'lora_targets', 'add_lora', 'tiny_family_model', 'refresh_every', 'cpu_description', 'working',
+           'output_layer', 'output_logits', 'last_hidden_states', 'hidden_logprobs', 'model_logprobs',
+           'lean_logprobs_error', 'cache_dir', 'recipe_hash']
 
 # %% ../nbs/07_model.ipynb #f6e3d276
 BOS, END, PAD = "<|bos|>", "<|end|>", "<|pad|>"
@@ -309,6 +310,14 @@ def refresh_every(bar, # a tqdm bar
         while not done.wait(seconds): bar.refresh()
     threading.Thread(target=redraw, daemon=True).start()
     return done.set
+
+
+def cpu_description() -> dict:
+    "The CPU a figure is measured on: its model name (`/proc/cpuinfo`, else `platform.processor()`), cores, and AVX512-BF16."
+    import platform
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    return dict(cpu=name, cores=os.cpu_count(), avx512_bf16="avx512_bf16" in info)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from .core import check_policy, partial_returns, policy_label
 from .data import Conversation
 from .judge import RuleJudge
 from .personas import derive_seed
-from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, init_tiny_model, last_hidden_states,
+from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, cpu_description, init_tiny_model, last_hidden_states,
                           lean_logprobs_error, load_model, model_logprobs, output_logits, recipe_hash, refresh_every,
                           save_model, token_logprobs, working)
 from .render import (Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
@@ -442,15 +442,12 @@ def weight_difference(a: Path, # a model folder (`model.safetensors`, `tokenizer
 
 def ship_base(domain: str) -> Path:
     "Maintainers: copy this machine's build of the default recipe of `domain` into the package (`ppg_nb/bases`)."
-    import platform
     built = embedded_base(domain, shipped=False, progress=True)
     target = _shipped_path(domain, 3000, 400, 0)   # embedded_base's defaults: the recipe `ppg_nb train` uses
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(built, target)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    recipe = json.loads((target / "recipe.json").read_text())
-    (target / "recipe.json").write_text(json.dumps({**recipe, "built_on": f"{cpu}, {os.cpu_count()} cores"}, indent=1))
+    machine, recipe = cpu_description(), json.loads((target / "recipe.json").read_text())
+    (target / "recipe.json").write_text(json.dumps({**recipe, "built_on": f"{machine['cpu']}, {machine['cores']} cores"}, indent=1))
     return target
 
 # %% ../nbs/10_train.ipynb #8614253f

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -84,12 +83,10 @@ def summary(name: str, command: str, run: dict) -> dict:
 
 def machine() -> dict:
     "The machine and the versions a figure was measured with."
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     from ppg_nb.experiments import versions
-    return dict(cpu=cpu, cores=os.cpu_count(), memory_gib=round(memory, 1), avx512_bf16="avx512_bf16" in flags, **versions())
+    from ppg_nb.model import cpu_description
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return dict(**cpu_description(), memory_gib=round(memory, 1), **versions())
 
 
 def misses(result: dict) -> list[str]:

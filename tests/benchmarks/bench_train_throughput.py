@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 import ppg_nb.evaluate as E
-from ppg_nb.model import add_lora, load_model, token_logprobs
+from ppg_nb.model import add_lora, cpu_description, load_model, token_logprobs
 from ppg_nb.render import collate, conversation_returns, encode_conversations
 from ppg_nb.train import TrainConfig, batch_indices, embedded_base, load_data, ppg_loss, train
 
@@ -228,12 +228,10 @@ def main():
         verdict = "not enforced" if args.no_targets else "ok" if ok else "MISSED"
         print(f"{name:<36} {value:6.3f}   target >= {TARGETS[name]:.2f}: {verdict}")
     if args.save:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                   platform.processor())
+        machine = cpu_description()
         args.save.write_text(json.dumps({
             "command": "python tests/benchmarks/bench_train_throughput.py " + " ".join(sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d"), "cpu": cpu, "avx512_bf16": "avx512_bf16" in cpuinfo, "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "cpu": machine["cpu"], "avx512_bf16": machine["avx512_bf16"], "threads": torch.get_num_threads(),
             "versions": measured_with, "offline_tok_per_s": best, "online_split_s": on["split"],
             "online_generation_tok_per_s": {k: on[k] for k in ("LineSampler", "sample_lines", "bare")},
             "ratios": ratios, "targets": TARGETS, "missed": missed}, indent=1))
