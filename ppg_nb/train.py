@@ -6,39 +6,57 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import random
+import resource
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
+from importlib.resources import files
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import tokenizers
 import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
 from fastcore.basics import patch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from .autok import AUTO, AutoK
 from .core import check_policy, partial_returns, policy_label
-from .data import Conversation
-from .judge import RuleJudge
-from .personas import derive_seed
+from .data import Conversation, load_consistent_llms, load_conversations
+from .evaluate import (TokenAgent, evaluate, judged_pc, label_shift, line_logprobs, persona_consistency, replay_logged,
+                             rollout)
+from .judge import RuleJudge, is_judge_spec, load_judge
+from .personas import DOMAINS, derive_seed, make_dataset, sample_personas
 from .model import (add_lora, build_tokenizer, cache_dir, check_model_source, cpu_description, init_tiny_model, last_hidden_states,
                           lean_logprobs_error, load_model, model_logprobs, output_logits, recipe_hash, refresh_every,
                           save_model, token_logprobs, working)
-from .render import (Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
+from .render import (BASELINES, Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
                            encode_conversations, system_prompt)
 
 # %% auto #0
-__all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'BASE_ARCH', 'BASE_TRAIN', 'BASE_RECIPE_VERSION',
-           'LIBRARY_VERSIONS', 'CHECKPOINT_PREFIX', 'ppg_loss', 'TrainConfig', 'load_data', 'RunData', 'run_data',
-           'base_recipe', 'shipped_base_dir', 'shipped_base', 'lr_scheduler', 'sft', 'embedded_base',
-           'weight_difference', 'ship_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
-           'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches', 'AutoCredit',
-           'kl_penalty', 'turn_start_positions', 'ValueHead', 'forward_logprobs', 'peak_memory_mb', 'train']
+__all__ = ['NORMALIZE', 'MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'BASE_ARCH', 'BASE_TRAIN',
+           'BASE_RECIPE_VERSION', 'LIBRARY_VERSIONS', 'CHECKPOINT_PREFIX', 'ppg_loss', 'TrainConfig', 'load_data',
+           'RunData', 'run_data', 'base_recipe', 'shipped_base_dir', 'shipped_base', 'lr_scheduler', 'sft',
+           'embedded_base', 'weight_difference', 'ship_base', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
+           'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'ratio_deviation', 'minibatches',
+           'StepHook', 'AutoCredit', 'Credit', 'kl_penalty', 'turn_start_positions', 'ValueHead', 'KLPenalty', 'Critic',
+           'forward_logprobs', 'Sample', 'sample_rollouts', 'sample_logged', 'logged_rewards', 'ppg_step',
+           'apply_update', 'rollout_record', 'Run', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #39c8b81b
 NORMALIZE = ("token", "turn")
@@ -202,6 +220,9 @@ def resolved_mode(c: TrainConfig) -> str:
     return c.mode or ("offline" if c.data is not None else "online")
 
 
+ONLINE_ONLY = ("online_batch", "ppo_epochs")  # refused offline; clip, kl_coef, baseline='value', partner: below, each with its reason
+
+
 @patch
 def validate(c: TrainConfig) -> TrainConfig:
     "Refuse bad settings with a message naming the field."
@@ -235,7 +256,6 @@ def validate(c: TrainConfig) -> TrainConfig:
              f"segment_length / segment_boundaries are for policy 'segment', not {c.policy!r}")
     need(c.mode is None or c.mode in MODES, f"mode must be one of {MODES} or None, got {c.mode!r}")
     need(c.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {c.normalize!r}")
-    from ppg_nb.render import BASELINES
     need(c.baseline in BASELINES + ("value",), f"baseline must be one of {BASELINES + ('value',)}, got {c.baseline!r}")
     need(c.baseline != "value" or c.resolved_mode == "online",
          "baseline='value' learns V(s_t) from the policy's own rollouts: it needs mode='online' (offline: 'batch' or 'running')")
@@ -250,12 +270,15 @@ def validate(c: TrainConfig) -> TrainConfig:
     number("lr", 0, 1, open_lo=True); number("weight_decay", 0, 1); number("gamma", 0, 1); number("lora_dropout", 0, 0.9)
     number("lora_alpha", 0, open_lo=True); number("epochs", 0, open_lo=True); number("temperature", 0, 10, open_lo=True)
     number("clip", 0, 1, allow_none=True, open_lo=True); number("max_grad_norm", 0, allow_none=True, open_lo=True)
+    for name in ONLINE_ONLY:                                  # settings of the online step that offline would ignore
+        need(c.resolved_mode == "online" or getattr(c, name) == TrainConfig.__dataclass_fields__[name].default,
+             f"{name}={getattr(c, name)!r} is a setting of online training; this run is offline "
+             f"({'mode=' + repr(c.mode) if c.mode else 'data is given'}): drop {name}, or set mode='online'")
     need(c.ppo_epochs == 1 or c.clip is not None, "ppo_epochs > 1 reuses a batch after the policy moved: set clip (e.g. 0.2)")
     need(c.clip is None or c.resolved_mode == "online", "clip (PPO) needs mode='online': offline data has no sampling policy to clip against")
     if c.policy == "segment" and c.segment_boundaries is not None:
         check_policy("segment", {"boundaries": c.segment_boundaries})
     need(isinstance(c.domain, str), f"domain must be a string, got {c.domain!r}")
-    from ppg_nb.personas import DOMAINS
     need(c.domain in DOMAINS, f"unknown domain {c.domain!r}: choose one of {', '.join(DOMAINS)}")
     if c.data is not None:
         need(Path(c.data).exists(), f"data={c.data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
@@ -264,7 +287,6 @@ def validate(c: TrainConfig) -> TrainConfig:
     need(c.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {c.partner!r}")
     need(c.partner == "simulator" or (c.data is not None and c.resolved_mode == "online"),
          "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
-    from ppg_nb.judge import is_judge_spec
     need(is_judge_spec(c.judge), f"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a folder written by "
                                  f"`ppg_nb judge train`, got {c.judge!r}")
     if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data={c.eval_data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
@@ -281,15 +303,12 @@ def load_data(config: TrainConfig, # the run
     "The logged conversations of a config (or of `path`), checked, and a name for messages."
     path = config.data if path is None else path
     if path is None:
-        from ppg_nb.personas import make_dataset
         seed = config.seed if config.data_seed is None else config.data_seed
         source = f"make_dataset({config.domain!r}, {config.n_conversations}, {config.n_turns}, seed={seed})"
         conversations = make_dataset(config.domain, config.n_conversations, config.n_turns, seed=seed)
     elif str(path).endswith(".jsonl"):
-        from ppg_nb.data import load_conversations
         source, conversations = str(path), load_conversations(path)
     else:
-        from ppg_nb.data import load_consistent_llms
         source, loaded = str(path), load_consistent_llms(path, strict=config.strict_data)
         if loaded.problems:
             shown = "\n  ".join(map(str, loaded.problems[:5])) + ("\n  ..." if len(loaded.problems) > 5 else "")
@@ -334,7 +353,6 @@ BASE_RECIPE_VERSION = 3
 
 def base_recipe(domain: str, n_conversations: int, steps: int, seed: int) -> dict:
     "Everything that determines the embedded base model (hashed into its cache key); the same in every process."
-    import tokenizers, transformers
     return dict(domain=domain, n_conversations=n_conversations, steps=steps, seed=seed, arch=BASE_ARCH, train=BASE_TRAIN,
                 recipe_version=BASE_RECIPE_VERSION, torch=torch.__version__.split("+")[0],
                 transformers=transformers.__version__, tokenizers=tokenizers.__version__)
@@ -345,7 +363,6 @@ LIBRARY_VERSIONS = ("torch", "transformers", "tokenizers")  # in the cache key o
 
 def shipped_base_dir() -> Path:
     "Where the shipped embedded bases live: the package's `bases` folder (package data)."
-    from importlib.resources import files
     return Path(str(files("ppg_nb"))) / "bases"
 
 
@@ -365,14 +382,12 @@ _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cos
 
 def lr_scheduler(optimizer, schedule: str, warmup: int, total: int):
     "`transformers.get_scheduler`: linear warm-up over `warmup` steps, then constant, or linear or cosine decay to 0 at `total`."
-    from transformers import get_scheduler
     return get_scheduler(_SCHEDULER_NAMES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 def sft(model, tokenizer, conversations, steps: int, lr: float, batch_size: int, max_length: int, seed: int = 0,
         warmup: int = 0, progress: bool = False) -> list[float]:
     "Supervised fine-tuning on the agent's turns (`ppg_loss` with all advantages 1), cosine schedule; returns the losses."
-    from tqdm.auto import tqdm
     examples, _ = encode_conversations(conversations, tokenizer, max_length)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = lr_scheduler(opt, "cosine", warmup, steps)
@@ -407,7 +422,6 @@ def embedded_base(domain: str = "education", # synthetic domain
     if (path / "recipe.json").exists(): return path
     if progress: print(f"building the embedded base model of {domain} once ({steps} SFT steps on {n_conversations} conversations); "
                        f"it is cached in {path} for every later run", file=sys.stderr, flush=True)
-    from ppg_nb.personas import make_dataset
     start = time.time()
     data = make_dataset(domain, n_conversations, BASE_TRAIN["n_turns"], seed=10_000 + seed)
     texts = [system_prompt(c) for c in data] + [t for c in data for _, t in c.turns]
@@ -428,8 +442,6 @@ def embedded_base(domain: str = "education", # synthetic domain
 def weight_difference(a: Path, # a model folder (`model.safetensors`, `tokenizer.json`)
                       b: Path) -> dict: # another, with the same tensors
     "How far two saved models are apart: identical files or not, the largest absolute weight difference, the relative L2 distance."
-    import hashlib
-    from safetensors.torch import load_file
     wa, wb = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
     if wa.keys() != wb.keys(): raise ValueError(f"{str(a)!r} and {str(b)!r} hold different tensors: not the same architecture")
     sha = [hashlib.sha256((Path(p) / "model.safetensors").read_bytes()).hexdigest() for p in (a, b)]
@@ -457,8 +469,6 @@ CHECKPOINT_PREFIX = "checkpoint_"
 def load_adapter(path, # a checkpoint (or any folder with `adapter/adapter_model.safetensors`)
                  model) -> None: # a peft model
     "Load a checkpoint's LoRA weights (safetensors) into `model`, refusing weights that do not fit it."
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
     path = Path(path)
     weights = load_file(path / "adapter" / "adapter_model.safetensors", device=str(next(model.parameters()).device))
     unexpected = getattr(set_peft_model_state_dict(model, weights), "unexpected_keys", [])
@@ -588,9 +598,28 @@ def minibatches(n: int, batch_size: int) -> list[list[int]]:
     k = math.ceil(n / batch_size)
     return [list(range(i, n, k)) for i in range(k)]
 
+# %% ../nbs/10_train.ipynb #55419d37
+class StepHook:
+    "An extra of the PPG step, called at its phases (`ppg_step`); every method's default does nothing."
+    def read(self, run: Run, batches: list[Batch]) -> None:
+        "After the rollout, before any update: read what the extra needs from the sampling policy (e.g. the critic's V)."
+    def baseline(self, returns: torch.Tensor, # (N, J) the partial returns G_t of the step's sequences
+                 parts: list[list[int]]) -> torch.Tensor: # the mini-batches (rows of `returns`) that `read` saw
+        "A learned baseline subtracted from G_t (before `Advantages`); default: none."
+        return returns
+    def loss_term(self, run: Run, i: int, # the mini-batch
+                  batch: Batch, logprobs: torch.Tensor, hidden: torch.Tensor, # its forward pass: (B, T-1), (B, T, H)
+                  first_pass: bool) -> torch.Tensor | None: # False in PPO's later passes over the same batch
+        "A term added to mini-batch i's loss (None: nothing)."
+    def before_update(self, run: Run) -> None:
+        "After the backward passes, before the optimiser steps."
+    def record(self) -> dict:
+        "What the step's log gets from this extra (called once, at the end of the step)."
+        return {}
+
 # %% ../nbs/10_train.ipynb #28eee915
-class AutoCredit:
-    "K='auto' in the trainer: candidates' returns, the sketch of per-turn score terms, and the `AutoK` rule."
+class AutoCredit(StepHook):
+    "K='auto' in the trainer: candidates' returns, the sketch of per-turn score terms, and the `AutoK` rule (a `StepHook`)."
     def __init__(self, config: TrainConfig, vocab_size: int, hidden_size: int, device):
         self.config, self.candidates = config, list(config.auto_candidates)
         self.rule = AutoK(self.candidates, config.auto_memory)
@@ -599,7 +628,7 @@ class AutoCredit:
         r, gen = config.auto_sketch, torch.Generator().manual_seed(derive_seed(config.seed, 0, 0, 11) % 2 ** 31)
         self.project_vocab = (torch.randn(vocab_size, r, generator=gen) / r ** 0.5).to(device)
         self.project_hidden = (torch.randn(hidden_size, r, generator=gen) / r ** 0.5).to(device)
-        self.returns, self.last = None, {}
+        self.returns, self.last, self.step_K = None, {}, self.K
 
     def credit(self, conversations) -> None:
         "The partial returns of every candidate and of full planning for these conversations (offline: once; online: per batch)."
@@ -642,6 +671,14 @@ class AutoCredit:
         self.last = {"auto/next_K": self.K, "auto/score": self.rule.score.tolist(), "auto/alignment": self.rule.alignment.tolist(),
                      "auto/power": self.rule.power.tolist()}
 
+    def read(self, run, batches): self.step_K = self.K          # the K this step credits with (`Credit`)
+
+    def loss_term(self, run, i, batch, logprobs, hidden, first_pass):
+        "No loss term: the first pass's forward is folded into the rule (`observe`)."
+        if first_pass: self.observe(run.model, hidden.detach(), batch, run.accelerator)
+
+    def record(self): return {"auto/K": self.step_K, **self.last}
+
     def state_dict(self) -> dict:
         "The rule's pooled statistics and the current K (JSON-able, exact: float64 values)."
         sums = None if self.rule._sums is None else {k: v.tolist() if torch.is_tensor(v) else v for k, v in self.rule._sums.items()}
@@ -651,6 +688,21 @@ class AutoCredit:
         self.K = state["K"]
         self.rule._sums = None if state["sums"] is None else {
             k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in state["sums"].items()}
+
+# %% ../nbs/10_train.ipynb #b800e65d
+class Credit:
+    "Phase 3: the partial returns G_t (N, J) of the credit sets (`conversation_returns`); K='auto': those of the rule's K."
+    def __init__(self, config: TrainConfig, auto: AutoCredit | None = None):
+        self.config, self.auto, self._seen, self._returns = config, auto, None, None
+
+    def __call__(self, conversations: list[Conversation]) -> torch.Tensor:
+        "The returns of every conversation; the same list again (offline: the logged data) is credited only once."
+        c = self.config
+        if conversations is not self._seen:
+            self._seen = conversations
+            if self.auto is not None: self.auto.credit(conversations)        # every candidate K (and full planning)
+            else: self._returns = conversation_returns(conversations, c.policy, c.gamma, **c.policy_params)
+        return self._returns if self.auto is None else self.auto.returns[self.auto.K]
 
 # %% ../nbs/10_train.ipynb #7afce10e
 def kl_penalty(logprobs: torch.Tensor, # (B, T-1) log-probs under the policy (with gradient)
@@ -693,6 +745,56 @@ class ValueHead(torch.nn.Module):
     def to_json(self) -> dict: return {k: v.tolist() for k, v in self.state_dict().items()}
     def load_json(self, state: dict): self.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
 
+# %% ../nbs/10_train.ipynb #a431212f
+class KLPenalty(StepHook):
+    "`kl_coef` as a hook: the reference policy's log-probs read before any update, beta times `kl_penalty` in every loss."
+    def __init__(self, coef: float): self.coef, self.refs, self.values = coef, [], []
+
+    @torch.no_grad()
+    def read(self, run, batches):
+        net, self.values = run.net, []
+        with run.accelerator.autocast(), net.disable_adapter():                         # pi_ref: the base model
+            self.refs = [forward_logprobs(net, b, run.config.lean_logprobs)[0] for b in batches]
+
+    def loss_term(self, run, i, batch, logprobs, hidden, first_pass):
+        kl = kl_penalty(logprobs, self.refs[i], batch.turn_of_target >= 0)
+        self.values.append(kl.item())
+        return self.coef * kl
+
+    def record(self): return {"train/kl": float(np.mean(self.values))}
+
+
+class Critic(StepHook):
+    "`baseline='value'` as a hook: V(s_t) read before any update and subtracted from G_t; its squared error in every loss."
+    def __init__(self, head: ValueHead): self.head, self.values, self.losses, self.masks = head, [], [], []
+
+    @torch.no_grad()
+    def read(self, run, batches):
+        self.losses, self.masks = [], [b.turn_mask for b in batches]
+        with run.accelerator.autocast():
+            self.values = [self.head(last_hidden_states(run.model, b.input_ids, b.attention_mask), b.turn_of_target,
+                                     b.turn_returns.shape[1]) for b in batches]
+
+    def baseline(self, returns, parts):
+        V = torch.zeros_like(returns)                                                  # G_t - V(s_t), per rollout
+        for part, v in zip(parts, self.values): V[part] = v.cpu().to(V.dtype)
+        return returns - V
+
+    def loss_term(self, run, i, batch, logprobs, hidden, first_pass):
+        loss = self.head.loss(self.head(hidden, batch.turn_of_target, batch.turn_returns.shape[1]), batch.turn_returns,
+                              batch.turn_mask)
+        self.losses.append(loss.item())
+        return loss
+
+    def before_update(self, run):                        # the critic lives outside the DDP-wrapped model: average by hand
+        if run.accelerator.num_processes == 1: return
+        for p in self.head.parameters():
+            if p.grad is not None: p.grad = run.accelerator.reduce(p.grad, "mean")
+
+    def record(self):
+        return {"train/value_loss": float(np.mean(self.losses)),
+                "train/value_mean": float(torch.cat([v[m] for v, m in zip(self.values, self.masks)]).mean())}
+
 # %% ../nbs/10_train.ipynb #8be5e203
 def forward_logprobs(model, batch: Batch, lean: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     "The log-probs `(B, T-1)` of the batch's agent tokens and the last hidden states `(B, T, H)`: lean, or from the full logits."
@@ -702,149 +804,115 @@ def forward_logprobs(model, batch: Batch, lean: bool = True) -> tuple[torch.Tens
     return token_logprobs(out.logits, batch.input_ids, mask), out.hidden_states[-1]
 
 
-def _backward(model, batch: Batch, advantages: torch.Tensor, config: TrainConfig, accelerator, scale: float,
-              auto: AutoCredit | None = None, ref_logprobs: torch.Tensor | None = None, value_head: ValueHead | None = None):
-    "Forward, loss, backward of one (micro-)batch; the PPG loss, the detached log-probs of its targets, and the extra terms."
-    mask = batch.turn_of_target >= 0
-    with accelerator.autocast():                                                           # the output layer too
-        logprobs, hidden = forward_logprobs(model, batch, config.lean_logprobs)            # (B, T-1), (B, T, H)
-    if auto is not None: auto.observe(model, hidden.detach(), batch, accelerator)
-    loss = ppg_loss(logprobs, batch.turn_of_target, advantages, config.normalize, batch.sampled_logprobs, config.clip)
-    total, extra = loss, {}
-    if ref_logprobs is not None:                                                           # + beta KL(pi || pi_ref)
-        kl = kl_penalty(logprobs, ref_logprobs, mask)
-        total, extra["kl"] = total + config.kl_coef * kl, kl.item()
-    if value_head is not None:                                                             # + the critic's squared error
-        values = value_head(hidden, batch.turn_of_target, batch.turn_returns.shape[1])
-        value_loss = value_head.loss(values, batch.turn_returns, batch.turn_mask)
-        total, extra["value_loss"] = total + value_loss, value_loss.item()
-    accelerator.backward(total * scale)
-    return loss.item(), logprobs.detach(), extra
+@dataclass
+class Sample:
+    "Phase 1's output: conversations, the step's token sequences and its mini-batches."
+    conversations: list[Conversation] # online: the rollouts; offline: all logged conversations (`Example.conv_index` names one)
+    examples: list # the step's `Example`s (online: the sampled ids and the log-probs they were sampled with)
+    parts: list[list[int]] # mini-batches, as indices into `examples`: one forward and backward each
+    generate_s: float | None = None # online: seconds spent sampling; None: logged data
 
 
-def _update(model, params, optimizer, scheduler, config, accelerator) -> float | None:
-    "Clip, step, zero: one optimiser update; returns the gradient norm (None when not clipping)."
-    norm = None
-    if config.max_grad_norm is not None: norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
-    optimizer.step(); scheduler.step(); optimizer.zero_grad(set_to_none=True)
-    return norm
-
-# %% ../nbs/10_train.ipynb #d9ca23ee
-def _offline_step(step, model, params, optimizer, scheduler, examples, returns, adv_fn, pad_id, config, accelerator,
-                  auto: AutoCredit | None = None) -> dict:
-    "One offline PPG optimiser step over `grad_accum` micro-batches of logged data (K='auto': the returns of `auto.K`)."
-    if auto is not None: returns, K = auto.returns[auto.K], auto.K
-    batches = [collate([examples[i] for i in batch_indices(len(examples), config.batch_size, step * config.grad_accum + m,
-                                                           config.seed, accelerator.num_processes, accelerator.process_index)],
-                       pad_id, returns).to(accelerator.device) for m in range(config.grad_accum)]
-    advantages = adv_fn(torch.cat([b.turn_returns for b in batches]), torch.cat([b.turn_mask for b in batches]))  # once
-    losses = []
-    for m, (batch, adv) in enumerate(zip(batches, advantages.split([len(b.conv_index) for b in batches]))):
-        sync = m == config.grad_accum - 1 or accelerator.num_processes == 1
-        with nullcontext() if sync else accelerator.no_sync(model):
-            losses.append(_backward(model, batch, adv, config, accelerator, 1 / config.grad_accum, auto)[0])
-    norm = _update(model, params, optimizer, scheduler, config, accelerator)
-    returns_seen = torch.cat([b.turn_returns for b in batches]).sum() / torch.cat([b.turn_mask for b in batches]).sum().clamp(min=1)
-    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norm,
-            "train/sequences": sum(len(b.conv_index) for b in batches), "train/tokens": sum(int(b.attention_mask.sum()) for b in batches),
-            "train/agent_tokens": sum(b.n_tokens for b in batches), "train/mean_return": float(returns_seen),
-            **({"auto/K": K, **auto.last} if auto is not None else {})}
-
-# %% ../nbs/10_train.ipynb #16f3e6bb
-def _check_rollouts(examples, max_length: int) -> None:
-    "Refuse rollouts longer than `max_length` (they would be cut, and the loss would no longer see what was sampled)."
-    longest = max(range(len(examples)), key=lambda k: len(examples[k].input_ids))
-    if len(examples[longest].input_ids) > max_length:
-        raise ValueError(f"online rollout {longest} has {len(examples[longest].input_ids)} tokens, more than max_length="
-                         f"{max_length}: raise max_length, or lower n_turns or max_new_tokens")
-
-
-def _online_rollouts(step, model, tok, config, accelerator, judge, logged) -> tuple[list, list, float]:
-    "The step's rollouts (against the simulator, or replaying logged partner lines), scored by the judge; generation seconds."
-    from ppg_nb.evaluate import TokenAgent, replay_logged, rollout
-    from ppg_nb.personas import sample_personas
+def sample_rollouts(run: Run, step: int) -> Sample:
+    "Online: `online_batch` conversations the model plays against the partner (the simulator, or replayed logged lines)."
+    config, accelerator = run.config, run.accelerator
     seed = derive_seed(config.seed, step, accelerator.process_index, 1) % 2 ** 31
-    net, start = accelerator.unwrap_model(model), time.perf_counter()
-    if logged is None:
-        agent = TokenAgent(net, tok, config.temperature, config.max_new_tokens)
-        convs, examples = rollout(net, tok, config.domain, sample_personas(config.domain, config.online_batch, seed=seed),
-                                  config.n_turns, seed, agent=agent)           # scored by the simulator's rule judge
+    net, start = run.net, time.perf_counter()
+    if run.logged is None:
+        agent = TokenAgent(net, run.tok, config.temperature, config.max_new_tokens)
+        convs, examples = rollout(net, run.tok, config.domain, sample_personas(config.domain, config.online_batch, seed=seed),
+                                  config.n_turns, seed, agent=agent)
         generate_s = agent.generate_seconds
     else:
+        logged = run.logged
         picks = np.random.default_rng(seed).choice(len(logged), config.online_batch, replace=len(logged) < config.online_batch)
-        convs, examples = replay_logged(net, tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens, seed,
-                                        batch_size=config.online_batch)
+        convs, examples = replay_logged(net, run.tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens,
+                                        seed, batch_size=config.online_batch)
         generate_s = time.perf_counter() - start
-    if judge is not None: convs = judge.score_into(convs)  # loaded for a model judge or logged partners (`train`)
-    return convs, examples, generate_s
+    longest = max(range(len(examples)), key=lambda k: len(examples[k].input_ids))
+    if len(examples[longest].input_ids) > config.max_length:   # cut, the loss would no longer see what was sampled
+        raise ValueError(f"online rollout {longest} has {len(examples[longest].input_ids)} tokens, more than max_length="
+                         f"{config.max_length}: raise max_length, or lower n_turns or max_new_tokens")
+    return Sample(convs, examples, minibatches(len(examples), config.batch_size), generate_s)
 
 
-@torch.no_grad()
-def _rollout_reads(model, batches: list[Batch], value_head: ValueHead | None, kl: bool, accelerator, lean: bool = True):
-    "Before any update: the critic's V(s_t) `(B, J)` and the reference policy's token log-probs, one list entry per mini-batch."
-    net, values, refs = accelerator.unwrap_model(model), [], []
-    for batch in batches:
-        with accelerator.autocast():
-            if value_head is not None:
-                hidden = last_hidden_states(model, batch.input_ids, batch.attention_mask)
-                values.append(value_head(hidden, batch.turn_of_target, batch.turn_returns.shape[1]))
-            if kl:
-                with net.disable_adapter(): refs.append(forward_logprobs(net, batch, lean)[0])   # pi_ref: the base model
-    return values or None, refs or [None] * len(batches)
+def sample_logged(run: Run, step: int) -> Sample:
+    "Offline: `grad_accum` mini-batches of `batch_size` logged conversations (the order a function of seed, epoch and process)."
+    config, accelerator, n = run.config, run.accelerator, len(run.examples)
+    picks = [batch_indices(n, config.batch_size, step * config.grad_accum + m, config.seed, accelerator.num_processes,
+                           accelerator.process_index) for m in range(config.grad_accum)]
+    starts = np.cumsum([0] + [len(p) for p in picks])
+    return Sample(run.data.logged, [run.examples[i] for p in picks for i in p],
+                  [list(range(a, b)) for a, b in zip(starts[:-1], starts[1:])])
 
 
-def _sync_value_grads(value_head: ValueHead | None, accelerator) -> None:
-    "Average the critic's gradients over processes (it lives outside the DDP-wrapped model)."
-    if value_head is None or accelerator.num_processes == 1: return
-    for p in value_head.parameters():
-        if p.grad is not None: p.grad = accelerator.reduce(p.grad, "mean")
+def logged_rewards(conversations: list[Conversation]) -> list[Conversation]:
+    "Offline, phase 2: the rewards logged with the data (its judge has already spoken)."
+    return conversations
+
+# %% ../nbs/10_train.ipynb #d9ca23ee
+def ppg_step(run: Run, step: int) -> dict:
+    "One PPG step, online or offline: rollout -> judge -> partial returns -> baseline -> loss -> update -> log."
+    config, accelerator, pad_id, hooks = run.config, run.accelerator, run.tok.pad_token_id, run.hooks
+    started = time.perf_counter()
+    sample = run.sample(run, step)                       # 1. rollout: sampled ids + their log-probs (offline: logged data)
+    convs = run.score(sample.conversations)              # 2. judge: a reward r_t per agent turn (offline: the logged ones)
+    scored = time.perf_counter()
+    returns = run.credit(convs)                          # 3. partial returns G_t = sum over R_t of gamma^(i-t) r_i, (N, J)
+    whole = collate(sample.examples, pad_id, returns)
+    batches = [collate([sample.examples[i] for i in part], pad_id, returns).to(accelerator.device) for part in sample.parts]
+    for hook in hooks: hook.read(run, batches)           #    before any update: the critic's V(s_t), pi_ref's log-probs
+    G = whole.turn_returns
+    for hook in hooks: G = hook.baseline(G, sample.parts)
+    advantages = run.adv_fn(G, whole.turn_mask).to(accelerator.device)  # 4. A_t = G_t - b_t, once over the step's batch
+    losses, norms, deviations = [], [], []
+    for ppo_pass in range(config.ppo_epochs):
+        for i, (part, batch) in enumerate(zip(sample.parts, batches)):
+            update_now = (i + 1) % config.grad_accum == 0 or i + 1 == len(batches)
+            with nullcontext() if update_now or accelerator.num_processes == 1 else accelerator.no_sync(run.model):
+                with accelerator.autocast(): logprobs, hidden = forward_logprobs(run.model, batch, config.lean_logprobs)
+                loss = ppg_loss(logprobs, batch.turn_of_target, advantages[part], config.normalize,   # 5. loss
+                                batch.sampled_logprobs, config.clip)
+                total = loss
+                for hook in hooks:
+                    term = hook.loss_term(run, i, batch, logprobs, hidden, ppo_pass == 0)
+                    if term is not None: total = total + term
+                accelerator.backward(total * (1 / config.grad_accum))
+            losses.append(loss.item())
+            if batch.sampled_logprobs is not None:
+                deviations.append(ratio_deviation(logprobs, batch.sampled_logprobs, batch.turn_of_target >= 0))
+            if update_now:
+                for hook in hooks: hook.before_update(run)
+                norms.append(apply_update(run))                                            # 6. update
+    record = {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1],           # 7. log
+              "train/sequences": len(sample.examples) * config.ppo_epochs,
+              "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
+              "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
+              "train/mean_return": float(whole.turn_returns.sum() / whole.turn_mask.sum().clamp(min=1))}
+    if sample.generate_s is not None: record.update(rollout_record(convs, sample, deviations, started, scored))
+    for hook in hooks: record.update(hook.record())
+    return record
 
 
-def _online_step(step, model, params, optimizer, scheduler, tok, adv_fn, config, accelerator, judge=None, logged=None,
-                 auto: AutoCredit | None = None, value_head: ValueHead | None = None) -> dict:
-    "Roll out `online_batch` conversations, score, credit, then `ppo_epochs` passes of updates on the sampled tokens."
-    from ppg_nb.evaluate import persona_consistency
-    t0 = time.perf_counter()
-    convs, examples, generate_s = _online_rollouts(step, model, tok, config, accelerator, judge, logged)  # 1. rollout; 2. judge
-    _check_rollouts(examples, config.max_length)
-    t1 = time.perf_counter()
-    credit = config.policy_params if auto is None else {"K": auto.K}                         # K='auto': the rule's K
-    returns = conversation_returns(convs, config.policy, config.gamma, **credit)              # 3. credit G_t
-    if auto is not None: auto.credit(convs)
-    whole = collate(examples, tok.pad_token_id, returns)
-    parts = minibatches(len(examples), config.batch_size)
-    batches = [collate([examples[i] for i in part], tok.pad_token_id, returns).to(accelerator.device) for part in parts]
-    values, refs = _rollout_reads(model, batches, value_head, config.kl_coef > 0, accelerator, config.lean_logprobs)
-    baseline_free = whole.turn_returns
-    if values is not None:                                                                    # G_t - V(s_t), per rollout
-        V = torch.zeros_like(baseline_free)
-        for part, v in zip(parts, values): V[part] = v.cpu().to(V.dtype)
-        baseline_free = baseline_free - V
-    advantages = adv_fn(baseline_free, whole.turn_mask).to(accelerator.device)                # 4. once per rollout batch
-    losses, norms, deviations, extras = [], [], [], []
-    for epoch in range(config.ppo_epochs):                                                    # 5. loss and update
-        for part, batch, ref in zip(parts, batches, refs):
-            loss, logprobs, extra = _backward(model, batch, advantages[part], config, accelerator, 1.0,
-                                              auto if epoch == 0 else None, ref, value_head)
-            deviations.append(ratio_deviation(logprobs, batch.sampled_logprobs, batch.turn_of_target >= 0))
-            _sync_value_grads(value_head, accelerator)
-            losses.append(loss); extras.append(extra); norms.append(_update(model, params, optimizer, scheduler, config, accelerator))
-    ppo = {f"train/{k}": float(np.mean([e[k] for e in extras])) for k in extras[0]}
-    if values is not None: ppo["train/value_mean"] = float(torch.cat([v[b.turn_mask] for v, b in zip(values, batches)]).mean())
-    return {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1], **ppo,        # 6. log
-            "train/sequences": len(examples) * config.ppo_epochs, "train/agent_turns": max(len(ex.turns) for ex in examples),
-            "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
-            "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
-            "train/rollout_pc": persona_consistency(convs).pc, "train/first_ratio_dev": deviations[0],
-            "train/max_ratio_dev": max(deviations),
-            "train/generated_tokens": sum(sum(t >= 0 for t in ex.turn_of_token) for ex in examples),
-            "time/generate_s": generate_s, "time/score_s": t1 - t0 - generate_s,
-            "time/update_s": time.perf_counter() - t1, **({"auto/K": credit["K"], **auto.last} if auto is not None else {})}
+def apply_update(run: Run) -> float | None:
+    "Clip, step, zero: one optimiser update; returns the gradient norm (None when not clipping)."
+    norm = None
+    if run.config.max_grad_norm is not None: norm = float(run.accelerator.clip_grad_norm_(run.params, run.config.max_grad_norm))
+    run.optimizer.step(); run.scheduler.step(); run.optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def rollout_record(convs: list[Conversation], sample: Sample, deviations: list[float], started: float, scored: float) -> dict:
+    "What only an online step logs: the rollouts' PC, how far the loss's log-probs are from the sampler's, the phases' time."
+    return {"train/rollout_pc": persona_consistency(convs).pc, "train/agent_turns": max(len(ex.turns) for ex in sample.examples),
+            "train/generated_tokens": sum(sum(t >= 0 for t in ex.turn_of_token) for ex in sample.examples),
+            "train/first_ratio_dev": deviations[0], "train/max_ratio_dev": max(deviations),
+            "time/generate_s": sample.generate_s, "time/score_s": scored - started - sample.generate_s,
+            "time/update_s": time.perf_counter() - scored}
 
 # %% ../nbs/10_train.ipynb #e734b07b
 def _evaluate(model, tok, config, judge=None) -> dict:
     "PC on the held-out personas of the synthetic domain, scored by `judge` when one is given (else the simulator's rule judge)."
-    from ppg_nb.evaluate import evaluate, persona_consistency
     ev = evaluate(model, tok, config.domain, config.eval_personas, config.n_turns, config.eval_seed, config.temperature,
                   config.max_new_tokens)
     if judge is not None and config.judge != "rule": ev = persona_consistency(judge.score_into(ev.conversations))
@@ -860,8 +928,8 @@ def _stop_requested(flag: bool, accelerator) -> bool:
 
 # %% ../nbs/10_train.ipynb #97fcb83e
 @dataclass
-class _Run:
-    "What one `train` call holds between its phases."
+class Run:
+    "What one `train` call holds between its phases; `ppg_step` reads its parts."
     config: TrainConfig
     out: Path # the run directory
     accelerator: object
@@ -873,11 +941,14 @@ class _Run:
     total: int # optimiser steps of the whole run
     base: str # the base model's name or directory
     data: RunData # the mode and the conversations it reads (`run_data`)
+    judge: object # `config.judge`, loaded (`load_judge`)
+    sample: Callable[[Run, int], Sample] # phase 1: `sample_rollouts` (online) or `sample_logged` (offline)
+    score: Callable[[list], list] # phase 2: the judge's `score_into` (online) or `logged_rewards` (offline)
+    credit: Credit # phase 3
     examples: list | None = None # offline: encoded logged data
-    returns: torch.Tensor | None = None # offline: its partial returns (N, J)
-    judge: object | None = None # `config.judge`, loaded (None: the simulator's rule judge)
     auto: AutoCredit | None = None # K='auto': the rule and its statistics
     value_head: ValueHead | None = None # baseline='value': PPO's critic (optimised with the adapter, saved in state.json)
+    hooks: list[StepHook] = field(default_factory=list) # the step's extras, called in this order
     stats: EncodeStats = field(default_factory=EncodeStats)
     state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
     loop_time: float = 0.0
@@ -905,10 +976,8 @@ def _check_lean_logprobs(model, base) -> None:
                          f"(a logit transform ppg_nb does not know): train with lean_logprobs=False")
 
 
-def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> _Run:
-    "Model, LoRA, data, optimiser and schedule under accelerate; the checkpoint's state when resuming."
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> Run:
+    "Model, LoRA, data, judge, optimiser and schedule under accelerate, the step's parts and hooks; the checkpoint's state when resuming."
     project = ProjectConfiguration(str(out), automatic_checkpoint_naming=True, total_limit=config.keep_checkpoints)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), project_config=project, mixed_precision=config.mixed_precision)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -925,10 +994,9 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
                             attn_implementation=config.attn_implementation, trust_remote_code=config.trust_remote_code)
     model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets, seed=config.seed)
     if config.lean_logprobs: _check_lean_logprobs(model, base)
-    examples, returns, stats = None, None, EncodeStats()
+    examples, stats = None, EncodeStats()
     if offline:
         examples, stats = encode_conversations(conversations, tok, config.max_length)
-        if config.K != AUTO: returns = conversation_returns(conversations, config.policy, config.gamma, **config.policy_params)  # (N, J)
         batch_indices(len(examples), config.batch_size, 0, config.seed, world, rank)  # refuses too little data
         per_epoch = len(examples) // (config.batch_size * world)
         total = updates = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
@@ -944,12 +1012,16 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
     scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
     model, optimizer = accelerator.prepare(model, optimizer)
     adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages)
-    run = _Run(config, out, accelerator, model, tok, optimizer, scheduler, adv_fn, total, str(base), data, examples=examples,
-               returns=returns, value_head=value_head, stats=stats, state={"step": 0, "history": [], "evals": {}})
+    judge = load_judge(config.judge, device=str(accelerator.device))
+    auto = None
     if config.K == AUTO:
         net = accelerator.unwrap_model(model)
-        run.auto = AutoCredit(config, net.get_output_embeddings().weight.shape[0], net.config.hidden_size, accelerator.device)
-        if offline: run.auto.credit(conversations)
+        auto = AutoCredit(config, net.get_output_embeddings().weight.shape[0], net.config.hidden_size, accelerator.device)
+    hooks = [auto, KLPenalty(config.kl_coef) if config.kl_coef > 0 else None, Critic(value_head) if value_head is not None else None]
+    run = Run(config, out, accelerator, model, tok, optimizer, scheduler, adv_fn, total, str(base), data, judge,
+              sample=sample_logged if offline else sample_rollouts, score=logged_rewards if offline else judge.score_into,
+              credit=Credit(config, auto), examples=examples, auto=auto, value_head=value_head,
+              hooks=[h for h in hooks if h is not None], stats=stats, state={"step": 0, "history": [], "evals": {}})
     checkpoint_hooks(accelerator, model, run.state)
     if ckpt is not None:
         accelerator.load_state(str(ckpt))  # adapter, state.json, optimiser, RNG states
@@ -962,7 +1034,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
     return run
 
 # %% ../nbs/10_train.ipynb #644b6f8f
-def _checkpoint(run: _Run) -> None:
+def _checkpoint(run: Run) -> None:
     "Save the run's state (all processes take part: each saves its RNG state)."
     run.accelerator.wait_for_everyone()
     run.state.update(config=asdict(run.config), scheduler=run.scheduler.state_dict(), advantages=run.adv_fn.state_dict(),
@@ -972,10 +1044,8 @@ def _checkpoint(run: _Run) -> None:
     run.accelerator.wait_for_everyone()
 
 # %% ../nbs/10_train.ipynb #c6f0c6d4
-def _loop(run: _Run, callback=None) -> None:
+def _loop(run: Run, callback=None) -> None:
     "Train from the run's step to `total`; log every `log_every` steps; checkpoint on schedule and when interrupted."
-    import signal
-    from tqdm.auto import tqdm
     config, accelerator, state = run.config, run.accelerator, run.state
     stop = {"asked": False}
     def ask_stop(signum, frame):
@@ -992,12 +1062,7 @@ def _loop(run: _Run, callback=None) -> None:
         while state["step"] < run.total:
             step, t0, complete = state["step"], time.perf_counter(), False
             torch.manual_seed(derive_seed(config.seed, step, accelerator.process_index, 7))
-            if run.data.mode == "offline":
-                record = _offline_step(step, run.model, run.params, run.optimizer, run.scheduler, run.examples, run.returns,
-                                       run.adv_fn, run.tok.pad_token_id, config, accelerator, run.auto)
-            else:
-                record = _online_step(step, run.model, run.params, run.optimizer, run.scheduler, run.tok, run.adv_fn, config,
-                                      accelerator, run.judge, run.logged, run.auto, run.value_head)
+            record = ppg_step(run, step)
             state["step"] = step = step + 1; complete = True
             if run.auto is not None: state.setdefault("auto_K", []).append(record["auto/K"])  # the K of every step
             if hasattr(run.judge, "counts"): record.update({f"judge/{k}": v for k, v in run.judge.counts.items()})  # so far
@@ -1030,13 +1095,11 @@ def _loop(run: _Run, callback=None) -> None:
 
 
 def _main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
 
 # %% ../nbs/10_train.ipynb #123cdf9b
-def _evaluate_into(run: _Run, when: str) -> None:
+def _evaluate_into(run: Run, when: str) -> None:
     "PC on the held-out personas and the line log-probs of `eval_data`, kept as `state['evals'][when]` (a resumed run keeps them)."
-    from ppg_nb.evaluate import label_shift, line_logprobs
     config = run.config
     if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
         ev = {}
@@ -1045,7 +1108,6 @@ def _evaluate_into(run: _Run, when: str) -> None:
                          f"turns each", config.progress):
                 ev = _evaluate(run.net, run.tok, config, run.judge)
         if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
-            from ppg_nb.evaluate import judged_pc
             with working(f"persona consistency {when} training: the model writes the agent lines of "
                          f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}", config.progress):
                 pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
@@ -1066,11 +1128,10 @@ def _evaluate_into(run: _Run, when: str) -> None:
 def peak_memory_mb(device) -> float:
     "Peak memory of this process so far in MiB: CUDA's peak allocation on a GPU, the peak resident set size on CPU."
     if torch.device(device).type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _finish(run: _Run, seconds: float) -> TrainResult:
+def _finish(run: Run, seconds: float) -> TrainResult:
     "Checkpoint, save the adapter (safetensors) and `result.json`; the `TrainResult`."
     _checkpoint(run)
     state, before, after = run.state, run.state["evals"].get("before", {}), run.state["evals"].get("after", {})
@@ -1099,10 +1160,7 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
     config = TrainConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)  # validated again
     out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
     data = run_data(config)                                              # (the mode and its data, decided once)
-    run = _setup(config, out, ckpt, data)                                # 2. model, LoRA, data, optimiser; resume
-    if config.judge != "rule" or config.partner == "logged":
-        from ppg_nb.judge import load_judge
-        run.judge = load_judge(config.judge, device=str(run.accelerator.device))
+    run = _setup(config, out, ckpt, data)                                # 2. model, LoRA, data, judge, optimiser; resume
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))

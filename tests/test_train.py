@@ -2,6 +2,7 @@
 
 Everything runs on a tiny base model built once per session in a temporary cache (the empty-cache path), with a few steps.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -136,12 +137,10 @@ def test_ppo_with_critic_and_kl_logs_them_and_resumes_exactly(tmp_path, base_dir
     "baseline='value' and kl_coef: the critic fits, the KL to the base model is logged, and a cut run resumes bit-exactly (CPU)."
     import ppg_nb.train as T
     from ppg_nb.train import train
-    real = T._online_rollouts
-    def scored_by_length(*args, **kw):  # the 4-step base model earns no rule-judge reward: score lines by their length
-        convs, examples, seconds = real(*args, **kw)
-        for c in convs: c.rewards = [(len(c.turns[i][1]) % 5) / 4 for i in c.agent_turns]
-        return convs, examples, seconds
-    monkeypatch.setattr(T, "_online_rollouts", scored_by_length)
+    class LengthJudge:  # the 4-step base model earns no rule-judge reward: score lines by their length
+        def score_into(self, convs):
+            return [dataclasses.replace(c, rewards=[(len(c.turns[i][1]) % 5) / 4 for i in c.agent_turns]) for c in convs]
+    monkeypatch.setattr(T, "load_judge", lambda spec, device=None: LengthJudge())   # the judge is phase 2 of the step
     kw = dict(mode="online", policy="full", clip=0.2, ppo_epochs=2, baseline="value", kl_coef=0.05, online_batch=4, n_turns=2,
               max_steps=3, max_new_tokens=12, batch_size=2)
     whole = train(_config(tmp_path, "whole", **kw))
