@@ -233,7 +233,7 @@ def _add_base_arguments(parser):
 @subcommand("base", "show the embedded base model of a synthetic domain, or rebuild it here and compare with the shipped weights")(_add_base_arguments)
 def run_base(args) -> int:
     import json
-    from ppg_nb.train import embedded_base, weight_difference
+    from ppg_nb.bases import embedded_base, weight_difference
     shipped = embedded_base(args.domain)
     print(f"shipped with ppg_nb: {shipped}" if shipped.parent.name == "bases" else f"cached build: {shipped}")
     recipe = json.loads((shipped / "recipe.json").read_text())
