@@ -6,17 +6,31 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
+import shlex
 import sys
+import time
 import types
 import typing
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as transformers_logging
 
-from .core import credit_matrix, credit_text, partial_returns, policy_label, credit_figure, credit_svg
+from . import experiments as ex
+from .bases import embedded_base, weight_difference
+from .core import credit_figure, credit_matrix, credit_svg, credit_text, partial_returns, policy_label
+from .data import save_conversations, split_by_persona
 from .decompose import decompose_rewards
+from .experiments import versions
+from .judge import is_judge_spec, judge_agreement, load_judge, RuleJudge, train_judge
+from .model import working
+from .personas import DOMAINS
+from .real import REAL_FULL, REAL_QUICK, run_real, run_real_pc
+from .train import find_checkpoint, load_data, train, TrainConfig
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'credit_demo', 'subcommand', 'run_credit', 'build_parser', 'speak_flags', 'main', 'field_type',
@@ -172,8 +186,6 @@ def _int_or_word(text: str):
 
 def _add_train_arguments(parser):
     "One flag per `TrainConfig` field, typed from its annotation and helped by its doc; no defaults, so only given flags count."
-    import dataclasses
-    from ppg_nb.train import TrainConfig
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         kind, element, _ = field_type(hints[f.name])
@@ -188,8 +200,6 @@ def _add_train_arguments(parser):
 # %% ../nbs/11_cli.ipynb #c56033a2
 def train_config_from_args(args) -> "TrainConfig":
     "The `TrainConfig` of parsed `ppg_nb train` flags (on top of the checkpoint's config when resuming)."
-    import json
-    from ppg_nb.train import TrainConfig, find_checkpoint
     given = {k: v for k, v in vars(args).items() if k != "command"}
     if given.get("resume_from"):
         saved = json.loads((find_checkpoint(given["resume_from"]) / "config.json").read_text())
@@ -215,7 +225,6 @@ def _print_result(result) -> None:
 
 @subcommand("train", "fine-tune with partial policy gradients and report persona consistency before and after")(_add_train_arguments)
 def run_train(args) -> int:
-    from ppg_nb.train import train
     config = train_config_from_args(args)
     try: result = train(config)
     except KeyboardInterrupt: return 130
@@ -224,7 +233,6 @@ def run_train(args) -> int:
 
 # %% ../nbs/11_cli.ipynb #f187bccf
 def _add_base_arguments(parser):
-    from ppg_nb.personas import DOMAINS
     parser.add_argument("--domain", choices=sorted(DOMAINS), default="education", help="synthetic domain (default education)")
     parser.add_argument("--rebuild", action="store_true", help="build the base on this machine (cached) and compare it with "
                                                                "the shipped weights")
@@ -232,8 +240,6 @@ def _add_base_arguments(parser):
 
 @subcommand("base", "show the embedded base model of a synthetic domain, or rebuild it here and compare with the shipped weights")(_add_base_arguments)
 def run_base(args) -> int:
-    import json
-    from ppg_nb.bases import embedded_base, weight_difference
     shipped = embedded_base(args.domain)
     print(f"shipped with ppg_nb: {shipped}" if shipped.parent.name == "bases" else f"cached build: {shipped}")
     recipe = json.loads((shipped / "recipe.json").read_text())
@@ -272,7 +278,6 @@ def _add_judge_arguments(parser):
 
 def _judge_data(args) -> list:
     "Every conversation of `--data`, loaded and checked before any model."
-    from ppg_nb.train import TrainConfig, load_data
     use = "training the judge on" if args.action == "train" else "measuring the judge on"
     return [c for path in args.data for c in load_data(TrainConfig(), str(path), use)[0]]
 
@@ -291,12 +296,6 @@ def _check_judge_output(args) -> None:
 
 @subcommand("judge", "train a judge on the labels stored in Consistent-LLMs files, or measure a judge's agreement with them")(_add_judge_arguments)
 def run_judge(args) -> int:
-    import json
-    from ppg_nb.data import save_conversations, split_by_persona
-    from ppg_nb.experiments import versions
-    from ppg_nb.judge import judge_agreement, load_judge, train_judge
-    from ppg_nb.judge import RuleJudge, is_judge_spec
-    from ppg_nb.model import working
     if args.action == "eval" and not args.judge: raise ValueError("judge eval needs --judge: 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a judge folder")
     if args.action == "eval" and not is_judge_spec(args.judge): load_judge(args.judge)  # an unknown judge: its message, at once
     _check_judge_output(args)
@@ -343,12 +342,9 @@ def _add_real_arguments(parser):
 
 @subcommand("real", "offline PPG on a real LLM (SmolLM2) and real persona dialogues: every credit set, the judge-free measure")(_add_real_arguments)
 def run_real_cli(args) -> int:
-    import shlex
-    from ppg_nb.real import REAL_FULL, REAL_QUICK, run_real, run_real_pc
     spec = REAL_FULL if args.mode == "full" else REAL_QUICK
     parts = ["ppg_nb", "real", f"--{args.mode}", "--data-dir", str(args.data_dir), "--output", str(args.output)]
     if args.pc_judge: parts += ["--pc-judge", args.pc_judge, "--pc-conversations", str(args.pc_conversations)]
-    from ppg_nb.judge import is_judge_spec
     if args.pc_judge and not is_judge_spec(args.pc_judge):
         raise ValueError(f"--pc-judge {args.pc_judge!r} is neither 'zero-shot:MODEL' nor a folder written by 'ppg_nb judge train'")
     run_real(spec, args.data_dir, args.output, command=shlex.join(parts))
@@ -377,7 +373,6 @@ def _add_experiments_arguments(parser):
 
 def experiments_command(args) -> str:
     "The exact command line of parsed `ppg_nb experiments` flags (recorded in meta.json)."
-    import shlex
     parts = ["ppg_nb", "experiments", f"--{args.mode}", "--output", str(args.output)]
     if args.domains: parts += ["--domains", *args.domains]
     if args.seeds is not None: parts += ["--seeds", *map(str, args.seeds)]
@@ -388,8 +383,6 @@ def experiments_command(args) -> str:
 @subcommand("experiments", "run the paper's experiments at toy scale (main table, sample size, length) into a results folder")(
     _add_experiments_arguments)
 def run_experiments_cli(args) -> int:
-    import dataclasses, time
-    from ppg_nb import experiments as ex
     spec = ex.FULL if args.mode == "full" else ex.QUICK
     given = {k: tuple(v) for k, v in (("domains", args.domains), ("seeds", args.seeds)) if v is not None}
     if "domains" in given:  # the length study keeps only its domains among those asked for
@@ -403,7 +396,6 @@ def run_experiments_cli(args) -> int:
         print(ex.plan_text(spec, args.studies))
         return 0
     if args.output is None: args.output = Path("runs") / f"experiments-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()              # dozens of runs: one "Loading weights" bar each says nothing
     try: out = ex.run_experiments(spec, args.output, command=experiments_command(args), studies=args.studies or ex.STUDIES)
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import numbers
 
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 # %% auto #0
 __all__ = ['POLICIES', 'SEGMENT_MATMUL_STEPS', 'FIGURE1_POLICIES', 'check_policy', 'interval_ends', 'credit_matrix',
@@ -282,8 +284,6 @@ def credit_figure(n: int = 6, # number of steps
                   highlight_step: int | None = None, # the action $t$ whose $\mathcal{R}_t$ is drawn in yellow (default: n // 3)
                   highlight_reward: int | None = None): # the reward $i$ whose $\mathcal{S}_i$ is drawn in blue (default: n - 2)
     "Figure 1 as a plotly figure: one panel of credited (action, reward) pairs per policy class."
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
     t0 = n // 3 if highlight_step is None else highlight_step
     i0 = max(n - 2, 0) if highlight_reward is None else highlight_reward
     fig = make_subplots(rows=1, cols=len(policies), subplot_titles=[policy_label(p, kw) for p, kw in policies],

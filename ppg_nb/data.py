@@ -9,9 +9,14 @@ import json
 import math
 import numbers
 import os
+import random
 import re
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
+
+from .decompose import decompose_rewards
 
 # %% auto #0
 __all__ = ['Conversation', 'conversation_text', 'conversation_to_dict', 'conversation_from_dict', 'save_conversations',
@@ -199,8 +204,6 @@ def with_prefix_scores(conv: Conversation, # a conversation
                        method: str = "capped_max", # how `decompose_rewards` makes the scores monotone
                       ) -> Conversation:
     "A copy of `conv` whose rewards come from prefix scores through Lemma 1 (`decompose_rewards`)."
-    import torch
-    from ppg_nb.decompose import decompose_rewards
     scores = [float(x) for x in scores]
     if len(scores) != len(conv.agent_turns):
         raise ValueError(f"got {len(scores)} prefix scores for {len(conv.agent_turns)} agent turns")
@@ -383,7 +386,6 @@ def split_by_persona(conversations, # `Conversation`s
                      held_out: float, # share of the distinct personas held out, in (0, 1)
                      seed: int = 0) -> tuple[list, list]: # (kept, held out), each in the input order
     "Split conversations so that no persona is on both sides: a seeded `held_out` share of the distinct personas is held out."
-    import random
     convs = list(conversations)
     if not (isinstance(held_out, numbers.Real) and 0 < held_out < 1): raise ValueError(f"held_out must be in (0, 1), got {held_out!r}")
     personas = sorted({c.persona for c in convs})

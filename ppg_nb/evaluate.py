@@ -11,10 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
+from transformers import StoppingCriteriaList
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .data import Conversation
 from .model import model_logprobs, token_logprobs
-from .render import Example, _render, to_messages, supports_system_role
+from .personas import derive_seed, sample_personas, simulate_batch
+from .render import _render, collate, encode_conversations, Example, supports_system_role, to_messages
 
 # %% auto #0
 __all__ = ['SMALL_MODEL', 'generation_threads', 'end_of_turn_ids', 'stop_ids', 'sample_lines', 'growing_cache',
@@ -130,13 +134,11 @@ def cache_reuse_is_exact(model) -> bool:
 
 def _cache_keyword() -> str:
     "What `generate` calls a KV cache, in its arguments and its output: `cache` in transformers 5, `past_key_values` before."
-    from transformers.generation.utils import GenerateDecoderOnlyOutput
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
 def _generate_lines(model, tokenizer, ids, mask, temperature, max_new_tokens, stops, cache=None):
     "Sample one line per row after `ids` (pads anywhere, masked out), reusing `cache` for the ids it holds: (lines, generate's output)."
-    from transformers import StoppingCriteriaList
     sample = temperature > 0
     reuse = {_cache_keyword(): cache} if cache is not None else {}
     with torch.no_grad(), generation_threads(model):
@@ -297,7 +299,6 @@ def rollout(model, # a causal LM
             max_new_tokens: int = 48, # longest agent line
             agent: TokenAgent | None = None) -> tuple[list[Conversation], list[Example]]: # scored text, sampled tokens
     "Roll the model out against the partner simulator: the judged conversations and their exact sampled token `Example`s."
-    from ppg_nb.personas import simulate_batch
     agent = agent or TokenAgent(model, tokenizer, temperature, max_new_tokens)
     was_training = model.training
     model.eval()
@@ -337,7 +338,6 @@ def evaluate(model, # a causal LM
              batch_size: int = 64, # conversations per `generate`
              progress: bool = False) -> Evaluation:
     "PC of `model` on `n_personas` held-out personas of a synthetic domain."
-    from ppg_nb.personas import sample_personas
     personas = sample_personas(domain, n_personas, seed=seed)
     conversations = []
     for start in range(0, n_personas, batch_size):
@@ -357,7 +357,6 @@ def replay_logged(model, # a causal LM
                   stop: str | None = "\n",
                  ) -> tuple[list[Conversation], list[Example]]: # unscored conversations (agent lines the model's), sampled tokens
     "The model writes every agent line of logged conversations, token in token out; the partner's logged lines stay in place."
-    from ppg_nb.personas import derive_seed
     for j, c in enumerate(logged):
         if not isinstance(c, Conversation): raise ValueError(f"logged[{j}] is a {type(c).__name__}, not a Conversation")
         if not c.agent_turns or c.agent_turns[0] == 0:
@@ -407,8 +406,6 @@ def line_logprobs(model, # a causal LM
                   lean: bool = True, # `model_logprobs` (no whole-vocabulary logits); False: from the full logits
                   progress: str | None = None) -> dict[tuple[int, int], float]: # a progress bar with this label; None: silent
     "The mean per-token log-prob of every agent line given everything before it, from teacher-forced forward passes."
-    from tqdm.auto import tqdm
-    from ppg_nb.render import collate, encode_conversations
     examples, _ = encode_conversations(conversations, tokenizer, max_length)
     out, was_training = {}, model.training
     model.eval()

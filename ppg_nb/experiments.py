@@ -13,18 +13,28 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import peft
+import torch
+import transformers
+from peft import PeftModel
 
+import ppg_nb
 from .autok import AUTO
+from .bases import embedded_base
 from .claims import CLAIMS, best_k, paper_claims
+from .data import save_conversations
+from .evaluate import evaluate
+from .model import load_model
 from .personas import DOMAINS
-from .train import EMBEDDED, TrainConfig, config_differences, train
+from .train import EMBEDDED, config_differences, train, TrainConfig
 
 # %% auto #0
 __all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'PPO_CLIP', 'KL_COEF', 'PPG_CLASSES', 'CLIPPED', 'METHODS', 'QUICK', 'FULL',
@@ -325,12 +335,10 @@ def auto_rows(scaling: pd.DataFrame) -> pd.DataFrame:
 def versions(results=None, # a results folder whose own files, rewritten as runs finish, do not make the tree dirty
             ) -> dict:
     "Versions of what produced a result, and where it ran (git: the commit, '+dirty' when tracked code differs from it)."
-    import torch, transformers, peft, ppg_nb
     v = dict(ppg_nb=ppg_nb.__version__, torch=torch.__version__, transformers=transformers.__version__,
              peft=peft.__version__, python=platform.python_version(), platform=platform.platform(),
              device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)")
     try:
-        import subprocess
         root = Path(ppg_nb.__file__).resolve().parents[1]
         git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
@@ -378,7 +386,6 @@ def open_output(spec: ExperimentSpec, # the experiment about to run
 
 # %% ../nbs/13_experiments.ipynb #59fec293
 def _device() -> str:
-    import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -403,8 +410,6 @@ class _Runner:
 
     def base_model(self, config: TrainConfig):
         "The base model and tokenizer of a config (embedded: built or read from the cache), loaded once."
-        from ppg_nb.model import load_model
-        from ppg_nb.train import embedded_base
         path = str(embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed,
                                  progress=self.verbose) if config.model == EMBEDDED else config.model)
         if path not in self._models:
@@ -422,13 +427,11 @@ class _Runner:
 
     def rollouts(self, model, tok, config: TrainConfig, n: int):
         "`n` held-out conversations of `model` with the evaluation settings of `config`."
-        from ppg_nb.evaluate import evaluate
         return evaluate(model, tok, config.domain, n, config.n_turns, config.eval_seed, config.temperature, config.max_new_tokens)
 
 # %% ../nbs/13_experiments.ipynb #d514bc56
 def _save_samples(self: _Runner, name: str, before: list, after: list | None = None) -> Path:
     "Write the before (and after) sample conversations of a run to samples/<name>.jsonl."
-    from ppg_nb.data import save_conversations
     for when, convs in (("before", before), ("after", after or [])):
         for c in convs: c.meta.update(sample=when, run=name)
     return save_conversations(list(before) + list(after or []), self.out / "samples" / f"{name}.jsonl")
@@ -477,8 +480,6 @@ def _trained(self: _Runner, domain: str, method: str, N: int, n_turns: int, seed
 
 def _write_run_samples(self: _Runner, name: str, run_dir: Path, config: TrainConfig, base_model: str) -> Path:
     "Roll out `n_samples` held-out conversations before (base model) and after (base + the run's adapter) training."
-    from peft import PeftModel
-    from ppg_nb.model import load_model
     before = self.before(config)
     tuned, tok = load_model(base_model, device=_device(), trust_remote_code=config.trust_remote_code)
     tuned = PeftModel.from_pretrained(tuned, run_dir / "adapter")

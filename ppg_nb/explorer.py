@@ -9,11 +9,13 @@ import html
 import time
 from pathlib import Path
 
+import ipywidgets as W
 import pandas as pd
 import plotly.graph_objects as go
+from IPython.display import HTML, display
 
 from .data import conversation_text, load_conversations
-from .experiments import (Results, _k_color, _mean_se, best_k_table, load_results, run_name, scaling_method,
+from .experiments import (_k_color, _mean_se, best_k_table, load_results, Results, run_name, scaling_method,
                                 summarize_table)
 from .widgets import has_widget_frontend, redraw
 
@@ -112,7 +114,6 @@ _COPIED = ("x", "y", "visible", "name", "mode", "marker", "line", "error_y", "sh
 class ResultsExplorer:
     "A domain menu and K and N sliders over the curves, the table row and the sample conversations of a results folder."
     def __init__(self, results: Results, domain: str | None = None, K: int | None = None, N: int | None = None):
-        import ipywidgets as W
         domain, K, N = _choices(results, domain, K, N)
         self.results = results
         rows = results.scaling[results.scaling.domain == domain]
@@ -172,7 +173,6 @@ class StaticExplorer:
         self.html = table_html(results, self.domain, self.K, self.N) + samples_html(results, self.domain, self.K, self.N)
 
     def _ipython_display_(self):
-        from IPython.display import HTML, display
         display(self.figure); display(HTML(self.html))
 
     def __repr__(self) -> str: return f"StaticExplorer(domain={self.domain!r}, K={self.K}, N={self.N})"

@@ -10,17 +10,31 @@ import json
 import math
 import numbers
 import os
+import random
 import re
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from fastcore.basics import patch
+from peft import get_peft_model, LoraConfig, PeftModel, TaskType
+from tokenizers import models, pre_tokenizers, Tokenizer
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          DataCollatorWithPadding, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, set_seed,
+                          Trainer, TrainingArguments)
 
 from .data import Conversation
-from .personas import DOMAINS, score_conversation, judge_turns  # the rule judge lives with the domains it scores
+from .evaluate import separation_auc
+from .model import lora_targets, model_path
+from .personas import DOMAINS, judge_turns, score_conversation, tokenize_words, vocabulary  # the rule judge lives with its domains
 
 # %% auto #0
 __all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'DEFAULT_JUDGE_URL',
@@ -95,8 +109,6 @@ class LLMJudge:
                         trust_remote_code: bool = False, # only when you trust the checkpoint's code
                         **kwargs): # passed to `LLMJudge`
         "Load a judge with `AutoModelForCausalLM` and `AutoTokenizer` (weights from safetensors only)."
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from ppg_nb.model import model_path
         name_or_path = model_path(name_or_path)  # a named model (e.g. smollm2-135m-instruct): its converted folder
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -225,10 +237,6 @@ def tiny_judge_checkpoint(path, # folder to write (created)
                           chat_template: bool = False, # give the tokenizer a minimal chat template
                          ):
     "Write a tiny random Llama causal LM and word-level tokenizer to `path` (safetensors); return the path."
-    from pathlib import Path
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from ppg_nb.personas import vocabulary, tokenize_words
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     special = ["<pad>", "<unk>", "<s>", "</s>", "<user>", "<assistant>"]
     base = set(vocabulary()) | set(tokenize_words(PROMPT_TO_LINE + LINE_TO_LINE)) | {"YES", "NO", "[", "]"} | set(words)
@@ -251,7 +259,6 @@ def judge_agreement(judge, # an `LLMJudge`, `ClassifierJudge` or `RuleJudge` (an
                     conversations: Sequence[Conversation], # labelled conversations (reward >= 0.5: consistent)
                     max_lines: int | None = None) -> dict: # the first this many agent lines (None: all)
     "AUC, accuracy, majority-class accuracy and line count of the judge's per-line consistency against stored labels."
-    from ppg_nb.evaluate import separation_auc
     convs, n = [], 0
     for c in _check_conversations(conversations):
         if max_lines is not None and n >= max_lines: break
@@ -294,15 +301,12 @@ class ClassifierJudge:
              device: str | None = None, # default: "cuda" when available, else "cpu"
              batch_size: int = 8):
         "Load a trained judge: its base model (safetensors only), the LoRA adapter and head, the tokenizer."
-        from pathlib import Path
         path = Path(path)
         if not (path / JUDGE_FILE).is_file():
             what = "is not a folder" if not path.is_dir() else f"has no {JUDGE_FILE}"
             raise ValueError(f"judge {str(path)!r} {what}: give a folder written by `ppg_nb judge train` or 'zero-shot:MODEL'")
-        import json
         meta = json.loads((path / JUDGE_FILE).read_text())
         model, tok = _classifier_backbone(meta["base_model"], device)
-        from peft import PeftModel
         model = PeftModel.from_pretrained(model, str(path))
         return cls(model, tok, batch_size, meta["max_length"], meta)
 
@@ -333,8 +337,6 @@ class ClassifierJudge:
 
 def _classifier_backbone(base_model: str, device: str | None):
     "The base model as a two-class sequence classifier (a fresh head) and its tokenizer, padding with its pad (or eos) token."
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from ppg_nb.model import model_path
     path = model_path(base_model)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None: tok.pad_token = tok.eos_token
@@ -348,7 +350,6 @@ def judge_examples(conversations: Sequence[Conversation], # labelled conversatio
                    balance: bool = True, # repeat lines of the rarer class until both classes are equally frequent
                    seed: int = 0) -> list[tuple[str, int]]:
     "(classifier input, label) of every labelled agent line, in a seeded random order."
-    import random
     pairs = [(classifier_input(c, k), int(r >= 0.5)) for c in _check_conversations(conversations) for k, r in enumerate(c.rewards)]
     if not pairs: raise ValueError("judge_examples: no labelled agent lines")
     rng = random.Random(seed)
@@ -375,11 +376,6 @@ def train_judge(conversations: Sequence[Conversation], # labelled conversations 
                 sources: Sequence[str] = (), # where the conversations came from, recorded in judge.json
                ) -> ClassifierJudge:
     "Fine-tune a LoRA sequence classifier on the labelled agent lines with the `transformers` `Trainer`; save and return it."
-    import json, tempfile
-    from pathlib import Path
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
-    from ppg_nb.model import lora_targets
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ValueError(f"judge output {str(output)!r} is not empty: choose a new folder")
@@ -441,7 +437,6 @@ class RemoteJudge(LLMJudge):
 
     def _post(self, body: dict) -> dict:
         "POST one chat completion; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
-        import urllib.error, urllib.request
         url = f"{self.url}/chat/completions"
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self._key}"} if self._key else {})}
         for attempt in range(self.retries + 1):
@@ -490,7 +485,6 @@ class RemoteJudge(LLMJudge):
     def prob_yes(self, prompts: Sequence[str]) -> torch.Tensor:
         "P(YES) per prompt (float64), `concurrency` requests in flight."
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts): raise ValueError("prompts must be a list of strings")
-        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(self.concurrency) as pool: return torch.tensor(list(pool.map(self._ask, prompts)), dtype=torch.float64)
 
 # %% ../nbs/06_judge.ipynb #accc6063
@@ -518,7 +512,6 @@ class RuleJudge:
 
 def is_judge_spec(spec) -> bool:
     "Whether `spec` names a judge `load_judge` can read (checked without loading it): rule, zero-shot:MODEL, openai:MODEL[@URL] or a judge folder."
-    from pathlib import Path
     return isinstance(spec, str) and (spec == "rule" or spec.startswith("zero-shot:") and len(spec) > len("zero-shot:")
                                       or parse_remote_spec(spec) is not None or (Path(spec) / JUDGE_FILE).is_file())
 
@@ -527,7 +520,6 @@ def load_judge(spec: str, # "rule", "zero-shot:MODEL", "openai:MODEL[@URL]" or a
                batch_size: int = 8, # inputs per forward pass (a remote judge: requests in flight)
                device: str | None = None):
     "A judge by name: `rule` (synthetic domains), `zero-shot:MODEL` (a causal LM answering YES/NO), `openai:MODEL[@URL]` (the same question to an OpenAI-compatible server), or a trained judge's folder."
-    from pathlib import Path
     if spec == "rule": return RuleJudge()
     if (remote := parse_remote_spec(spec)) is not None: return RemoteJudge(*remote, concurrency=max(batch_size, 8))
     kind, _, model = spec.partition(":")
@@ -540,7 +532,6 @@ def load_judge(spec: str, # "rule", "zero-shot:MODEL", "openai:MODEL[@URL]" or a
 class FakeChatServer:
     "A stand-in OpenAI-compatible chat server on 127.0.0.1 for tests: `p_yes(prompt)` decides the answer's top log-probs."
     def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs"):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         self.p_yes, self.delay, self.mode, self.fail_next = p_yes, delay, mode, []   # mode: logprobs, text, garbage
         self.in_flight = self.max_in_flight = 0; self.requests, self.lock = [], threading.Lock()
         server = self

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable, Sequence
 
+import plotly.graph_objects as go
+
 from .data import Conversation, conversation_text
 
 # %% auto #0
@@ -655,7 +657,6 @@ def natural_k(residuals: Sequence[float], # $\rho(0), \rho(1), \dots$
 def residual_figure(residuals: dict, # domain -> $\rho(0), \rho(1), \dots$ from `consistency_residuals`
                     max_distance: int = 12):
     "Figure 2 analog as a plotly figure: residual effect of an earlier turn on later rewards, by distance."
-    import plotly.graph_objects as go
     fig = go.Figure([go.Scatter(x=list(range(min(len(r), max_distance + 1))), y=r[:max_distance + 1], name=name,
                                 mode="lines+markers") for name, r in residuals.items()])
     fig.update_layout(xaxis_title="distance d = i - s (turns)", yaxis_title="mean |change of r_i| when turn s is flipped",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,12 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import torch
+from peft import PeftModel
 
-from .data import load_conversations, save_conversations, split_by_persona
-from .evaluate import label_shift, line_logprobs
+from .data import conversation_to_dict, load_conversations, save_conversations, split_by_persona
+from .evaluate import judged_pc, label_shift, line_logprobs
 from .experiments import method_config, versions
-from .train import TrainConfig, load_data
+from .judge import load_judge
+from .model import load_model, model_path
+from .train import load_data, TrainConfig
 
 # %% auto #0
 __all__ = ['REAL_FULL', 'REAL_QUICK', 'REAL_COLUMNS', 'PC_COLUMNS', 'RealSpec', 'real_data', 'run_real', 'run_real_pc',
@@ -101,10 +106,8 @@ def real_data(spec: RealSpec, data_dir, output) -> dict[str, Path]:
 
 def _run_model(model_dir: str, adapter: Path | None):
     "The base model and its tokenizer, with a trained run's LoRA adapter on top (adapter None: the base model)."
-    from ppg_nb.model import load_model
     model, tok = load_model(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
     if adapter is not None:
-        from peft import PeftModel
         model = PeftModel.from_pretrained(model, str(adapter))
     return model, tok
 
@@ -145,7 +148,6 @@ def run_real(spec: RealSpec, # the experiment
              command: str | None = None, # the command line, recorded in meta.json
              log=print) -> pd.DataFrame:
     "Train every method and seed offline on the same data and steps; the judge-free measure on held-out and unseen lines; resumable."
-    from ppg_nb.model import model_path
     out = Path(output)
     if not (out / "data" / "train.jsonl").exists(): _check_data_dir(spec, data_dir)   # before meta.json is written
     meta = _open(spec, out, command)
@@ -162,7 +164,7 @@ def run_real(spec: RealSpec, # the experiment
         if ((done["method"] == method) & (done["seed"] == seed)).any(): continue
         run_dir = out / "runs" / f"{method}-s{seed}"
         if not (run_dir / "result.json").exists():
-            if run_dir.exists(): import shutil; shutil.rmtree(run_dir)  # a run cut off: redo it
+            if run_dir.exists(): shutil.rmtree(run_dir)  # a run cut off: redo it
             argv = ["ppg_nb", "train", "--data", str(paths["train"]), "--output", str(run_dir), *_cli_flags(spec.train_overrides(method, seed))]
             log(f"[{method} seed {seed}] $ {' '.join(argv)}")
             done_run = subprocess.run([sys.executable, "-m", "ppg_nb", *argv[1:]], capture_output=True, text=True)
@@ -189,7 +191,6 @@ PC_COLUMNS = ("method", "seed", "judge", "pc", "pc_by_turn", "n_conversations", 
 
 
 def _judged(model_dir: str, adapter: Path | None, logged: list, judge, seed: int, max_new_tokens: int):
-    from ppg_nb.evaluate import judged_pc
     model, tok = _run_model(model_dir, adapter)
     return judged_pc(model, tok, logged, judge, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed, batch_size=len(logged))
 
@@ -201,8 +202,6 @@ def run_real_pc(spec: RealSpec, # the experiment `run_real` ran
                 max_new_tokens: int = 48,
                 command: str | None = None, log=print) -> pd.DataFrame:
     "Judged PC of the base model and of every trained run: each writes the persona's lines of held-out conversations; resumable."
-    from ppg_nb.judge import load_judge
-    from ppg_nb.model import model_path
     out = Path(output)
     meta = json.loads((out / "meta.json").read_text())
     if meta["spec"] != spec.to_dict(): raise ValueError(f"{out} holds results of another real spec")
@@ -219,7 +218,6 @@ def run_real_pc(spec: RealSpec, # the experiment `run_real` ran
         row = dict(method=method, seed=seed, judge=judge, pc=ev.pc, pc_by_turn=json.dumps([round(x, 4) for x in ev.pc_by_turn]),
                    n_conversations=len(logged), seconds=time.time() - start)
         if seed == spec.seeds[0]:
-            from ppg_nb.data import conversation_to_dict
             (out / "samples" / f"{method}.json").write_text(json.dumps([conversation_to_dict(c) for c in ev.conversations[:3]], indent=1))
         done = pd.concat([done, pd.DataFrame([row])[list(PC_COLUMNS)]], ignore_index=True)
         done.to_csv(table, index=False)
@@ -244,7 +242,6 @@ def summarize_real(df: pd.DataFrame, # rows of real.csv or pc.csv
 def real_figure(summary: pd.DataFrame, # from `summarize_real` on real.csv
                ):
     "Bars of the judge-free measure per method, on held-out personas and on the unseen generator, with standard errors."
-    import plotly.graph_objects as go
     fig = go.Figure()
     for column, name in (("auc_held_out", "held-out personas (same generator)"), ("auc_unseen", "unseen generator")):
         fig.add_bar(x=summary["method"], y=summary[column], name=name, error_y=dict(type="data", array=2 * summary[f"{column}_se"]))

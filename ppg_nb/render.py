@@ -5,6 +5,7 @@
 # %% ../nbs/08_render.ipynb #87bd32d9
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import torch
@@ -129,7 +130,6 @@ def encode_conversation(conv: Conversation, # the conversation
     text = _render(tokenizer, messages)
     bounds = [len(_render(tokenizer, messages[:k + 1])) for k in range(len(messages))]
     starts = [s for s, _ in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
-    import bisect
     edges = [bisect.bisect_left(starts, b) for b in bounds]
     cost = [e - (edges[k - 1] if k else 0) for k, e in enumerate(edges)]
     base = cost[0] + 4 if system_role else 4  # system prompt and a little slack for template glue

@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
+import ipywidgets as W
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .core import _check_int, credit_figure, policy_label
 from .autok import AUTO
+from .core import _check_int, credit_figure, policy_label
 from .theory import ExactEnv, gradient_errors, tradeoff_best_k, tradeoff_grid, tradeoff_table
 
 # %% auto #0
@@ -130,7 +131,6 @@ def redraw(live, # a plotly `FigureWidget` on screen
 class TradeoffExplorer:
     "Sliders for K, N, horizon and n (and a K='auto' checkbox) over a live plotly figure of the three panels."
     def __init__(self, n: int = 6, horizon: int = 3, K: int = 2, N: int = 64, auto: bool = False):
-        import ipywidgets as W
         n, horizon, K, N = _check_state(n, horizon, K, N)
         style, layout = {"description_width": "60px"}, W.Layout(width="340px")
         self.sliders = {

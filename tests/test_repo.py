@@ -1,4 +1,5 @@
 """The repository is consistent: library = export of the notebooks, notebooks clean, README = index notebook."""
+import ast
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,24 @@ def test_no_import_cycle_among_modules():
     graph = _imports_between_modules(ROOT / "ppg_nb")
     assert "model" in graph["evaluate"] and "evaluate" in graph["train"]          # it reads imports, function-level included
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def _imports_inside_functions(package: Path) -> set[tuple[str, str]]:
+    "(module, function) for every function of the package whose body imports something."
+    found = set()
+    for path in package.glob("*.py"):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    isinstance(node, (ast.Import, ast.ImportFrom)) for node in ast.walk(fn)):
+                found.add((path.stem, fn.name))
+    return found
+
+
+def test_imports_stand_at_the_top_of_each_module():
+    "Inside functions only: optional dependencies (datasets, IPython outside Jupyter) and transformers classes that older versions lack."
+    optional = {("data", "to_hf_dataset"), ("widgets", "has_widget_frontend"),
+                ("evaluate", "_growing_layer"), ("evaluate", "growing_cache")}
+    assert _imports_inside_functions(ROOT / "ppg_nb") == optional
 
 
 def test_nbdev_doc_processor_runs_every_notebook(tmp_path):
