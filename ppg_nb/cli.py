@@ -23,7 +23,7 @@ from transformers.utils import logging as transformers_logging
 from . import experiments as ex
 from .bases import embedded_base, weight_difference
 from .core import credit_figure, credit_matrix, credit_svg, credit_text, partial_returns, policy_label
-from .data import save_conversations, split_by_persona
+from .data import consistent_llms_dir, save_conversations, split_by_persona
 from .decompose import decompose_rewards
 from .experiments import versions
 from .judge import is_judge_spec, judge_agreement, load_judge, RuleJudge, train_judge
@@ -332,8 +332,8 @@ def _add_real_arguments(parser):
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="full mode: a whole education file, greedy, K=2, K=3 and full, three seeds (ppg_nb.real.REAL_FULL)")
     parser.set_defaults(mode="quick")
-    parser.add_argument("--data-dir", type=Path, required=True, help="the folder of Consistent-LLMs files (not shipped: e.g. "
-                                                                      "shared/data/consistent_llms for --quick, its full/ for --full)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the folder of Consistent-LLMs files (not shipped): the "
+                        "sample files for --quick, the whole files for --full; default: $PPG_DATA (its full/ for --full)")
     parser.add_argument("--output", type=Path, required=True, help="results folder; rerun the same command on it to resume")
     parser.add_argument("--pc-judge", help="then the judged PC of the base model and every run (pc.csv): 'zero-shot:MODEL' or a "
                                            "folder written by 'ppg_nb judge train'")
@@ -343,6 +343,9 @@ def _add_real_arguments(parser):
 @subcommand("real", "offline PPG on a real LLM (SmolLM2) and real persona dialogues: every credit set, the judge-free measure")(_add_real_arguments)
 def run_real_cli(args) -> int:
     spec = REAL_FULL if args.mode == "full" else REAL_QUICK
+    if args.data_dir is None:                            # $PPG_DATA (an error names the setting when unset or not a folder)
+        try: args.data_dir = consistent_llms_dir() / ("full" if args.mode == "full" else "")
+        except ValueError as problem: raise ValueError(f"no --data-dir given, and {problem}") from None
     parts = ["ppg_nb", "real", f"--{args.mode}", "--data-dir", str(args.data_dir), "--output", str(args.output)]
     if args.pc_judge: parts += ["--pc-judge", args.pc_judge, "--pc-conversations", str(args.pc_conversations)]
     if args.pc_judge and not is_judge_spec(args.pc_judge):

@@ -19,9 +19,9 @@ import torch
 from .decompose import decompose_rewards
 
 # %% auto #0
-__all__ = ['Conversation', 'conversation_text', 'conversation_to_dict', 'conversation_from_dict', 'save_conversations',
-           'load_conversations', 'to_hf_dataset', 'with_prefix_scores', 'Problem', 'ConversationSet',
-           'load_consistent_llms', 'split_by_persona']
+__all__ = ['DATA_SETTING', 'Conversation', 'conversation_text', 'conversation_to_dict', 'conversation_from_dict',
+           'save_conversations', 'load_conversations', 'to_hf_dataset', 'with_prefix_scores', 'Problem',
+           'ConversationSet', 'load_consistent_llms', 'consistent_llms_dir', 'data_missing', 'split_by_persona']
 
 # %% ../nbs/04_data.ipynb #ed85fcac
 def _where(where: str) -> str: return f"{where}: " if where else ""
@@ -380,6 +380,27 @@ def load_consistent_llms(path, # a `.json` file, a folder of them, or a list of 
     out = ConversationSet()
     for f in files: _load_file(f, strict, out)
     return out
+
+# %% ../nbs/04_data.ipynb #9bb1c561
+DATA_SETTING = "PPG_DATA"
+
+
+def consistent_llms_dir(required: bool = True) -> Path | None: # None: `PPG_DATA` is not set and not `required`
+    "The folder of the Consistent-LLMs files (not shipped), named by the environment variable `PPG_DATA`."
+    value = os.environ.get(DATA_SETTING)
+    if not value:
+        if not required: return None
+        raise ValueError(f"{DATA_SETTING} is not set: export {DATA_SETTING}=<the folder of the Consistent-LLMs files> "
+                                f"(they are not shipped with ppg_nb)")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{DATA_SETTING}={value!r}: there is no such folder (it should hold the Consistent-LLMs JSON files)")
+    return path
+
+
+def data_missing(what: str) -> str:
+    "The line a notebook prints where cells need the Consistent-LLMs files and `PPG_DATA` is not set."
+    return f"NOT RUN: {what} needs the Consistent-LLMs files; set {DATA_SETTING} to their folder and run it again"
 
 # %% ../nbs/04_data.ipynb #57bb175a
 def split_by_persona(conversations, # `Conversation`s

@@ -671,7 +671,7 @@ def _fmt(d: dict) -> str: return ", ".join(f"K={k}: {v:.3f}" for k, v in d.items
 
 
 def targets_met(claims: dict, # from `check_claims`
-                min_domains: int = 2, # the target: at least two domains
+                min_domains: int = 2, # the target: at least two domains
                ) -> bool:
     "Whether all three claims hold on at least `min_domains` domains."
     return sum(c["all_hold"] for c in claims.values()) >= min_domains

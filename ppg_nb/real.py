@@ -143,7 +143,7 @@ def _open(spec: RealSpec, out: Path, command: str | None) -> dict:
 
 
 def run_real(spec: RealSpec, # the experiment
-             data_dir, # the folder holding the Consistent-LLMs files (e.g. ../shared/data/consistent_llms/full)
+             data_dir, # the folder holding the Consistent-LLMs files (e.g. $PPG_DATA/full)
              output, # the results folder: real.csv, base_logprobs.json, meta.json (commands), runs/ (adapters, not committed)
              command: str | None = None, # the command line, recorded in meta.json
              log=print) -> pd.DataFrame:

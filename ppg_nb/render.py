@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .core import check_policy, partial_returns
 from .data import Conversation
 
 # %% auto #0
-__all__ = ['SYSTEM_TEMPLATE', 'BASELINES', 'system_prompt', 'to_messages', 'supports_system_role', 'agent_char_spans',
-           'tokenize_spans', 'Example', 'EncodeStats', 'encode_conversation', 'conversation_returns', 'Advantages',
-           'Batch', 'collate', 'check_conversations', 'encode_conversations']
+__all__ = ['SYSTEM_TEMPLATE', 'system_prompt', 'to_messages', 'supports_system_role', 'agent_char_spans', 'tokenize_spans',
+           'Example', 'EncodeStats', 'encode_conversation', 'Batch', 'collate', 'check_conversations',
+           'encode_conversations']
 
 # %% ../nbs/08_render.ipynb #e4c59061
 SYSTEM_TEMPLATE = "You are the {role}. {persona}\nScenario: {scenario}"
@@ -162,62 +161,6 @@ def encode_conversation(conv: Conversation, # the conversation
         stats.windows += 1; stats.tokens += len(ex.input_ids)
         prev_end = b
     return examples, stats
-
-# %% ../nbs/08_render.ipynb #0edbd006
-def conversation_returns(conversations: list[Conversation], # scored conversations
-                         policy: str = "kstep", # policy class of `ppg_nb.core`
-                         gamma: float = 1.0, # discount inside $\mathcal{R}_t$
-                         **params) -> torch.Tensor: # `(len(conversations), max turns)`, 0 past a conversation's end
-    "Partial returns $G_t$ of every conversation's per-turn rewards, as one padded float32 matrix."
-    n = max(len(c.rewards) for c in conversations)
-    rewards = torch.zeros(len(conversations), n)
-    mask = torch.zeros(len(conversations), n, dtype=torch.bool)
-    for k, c in enumerate(conversations):
-        rewards[k, :len(c.rewards)] = torch.tensor(c.rewards)
-        mask[k, :len(c.rewards)] = True
-    if policy == "kstep": params = {**params, "K": min(int(params["K"]), n)} if "K" in params else params
-    return partial_returns(rewards, policy, gamma=gamma, mask=mask, **params)
-
-# %% ../nbs/08_render.ipynb #0c0ed74e
-BASELINES = (None, "batch", "running")
-
-
-class Advantages:
-    "Turn returns -> advantages: baseline by turn index (none, batch mean or running mean) and optional normalisation."
-    def __init__(self, baseline: str | None = None, # None, "batch" or "running"
-                 normalize: bool = False, # divide by the batch standard deviation
-                 momentum: float = 0.1): # weight of the newest batch in the running mean
-        if baseline not in BASELINES: raise ValueError(f"unknown baseline {baseline!r}: choose one of {BASELINES}")
-        self.baseline, self.normalize, self.momentum, self.running = baseline, normalize, momentum, None
-
-    def __call__(self, returns: torch.Tensor, # `(B, J)` turn returns
-                 mask: torch.Tensor) -> torch.Tensor: # `(B, J)` bool, turns trained in this batch
-        "Advantages `(B, J)`, 0 where `mask` is false."
-        returns = returns.float() * mask
-        if self.baseline is not None:
-            count = mask.sum(0)
-            mean = returns.sum(0) / count.clamp(min=1)
-            if self.baseline == "running":
-                if self.running is None or len(self.running) < len(mean):
-                    old = self.running
-                    self.running = mean.clone()
-                    if old is not None: self.running[:len(old)] = old
-                else:
-                    seen = count > 0
-                    self.running[:len(mean)][seen] = (1 - self.momentum) * self.running[:len(mean)][seen] + self.momentum * mean[seen]
-                mean = self.running[:returns.shape[1]]
-            returns = (returns - mean) * mask
-        if self.normalize and mask.sum() > 1:
-            std = ((returns - returns.sum() / mask.sum()) * mask).pow(2).sum().div(mask.sum() - 1).sqrt()
-            returns = returns / (std + 1e-6)
-        return returns
-
-    def state_dict(self) -> dict:
-        "The running mean as plain numbers (JSON-able; float32 values round-trip exactly)."
-        return {"running": None if self.running is None else self.running.tolist()}
-
-    def load_state_dict(self, state: dict):
-        self.running = None if state["running"] is None else torch.tensor(state["running"], dtype=torch.float32)
 
 # %% ../nbs/08_render.ipynb #f399d887
 @dataclass

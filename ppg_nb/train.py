@@ -39,8 +39,8 @@ from .loss import NORMALIZE, ValueHead, forward_logprobs, kl_penalty, ppg_loss, 
 from .personas import DOMAINS, derive_seed, make_dataset, sample_personas
 from .model import (add_lora, check_model_source, last_hidden_states, lean_logprobs_error, load_model, output_logits,
                           refresh_every, working)
-from .render import (BASELINES, Advantages, Batch, EncodeStats, check_conversations, collate, conversation_returns,
-                           encode_conversations)
+from .credit import BASELINES, Advantages, conversation_returns
+from .render import Batch, EncodeStats, check_conversations, collate, encode_conversations
 
 # %% auto #0
 __all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'CHECKPOINT_PREFIX', 'TrainConfig', 'load_data',

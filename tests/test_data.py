@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ppg_nb.data import (Conversation, ConversationSet, Problem, conversation_from_dict, conversation_to_dict,
+from ppg_nb.data import (consistent_llms_dir, Conversation, ConversationSet, Problem, conversation_from_dict, conversation_to_dict,
                          load_consistent_llms, load_conversations, save_conversations, to_hf_dataset, with_prefix_scores)
 
-SAMPLE = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
-needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"Consistent-LLMs sample not found at {SAMPLE} (not shipped)")
+DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs files (not shipped; `make test` sets it when they sit beside the repository)
+needs_data = pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the Consistent-LLMs files are not shipped")
 
 KW = dict(persona="I am 19 years old.", scenario="a lesson", role="Student",
           turns=[("Teacher", "How old are you?"), ("Student", "I am 19 years old."), ("Teacher", "And?"), ("Student", "Hm.")],
@@ -115,9 +115,9 @@ def test_with_prefix_scores_lemma1():
 
 # ---------------------------------------------------------------- Consistent-LLMs loader
 
-@needs_sample
+@needs_data
 def test_sample_reproduces_every_stored_score():
-    got = load_consistent_llms(SAMPLE)
+    got = load_consistent_llms(DATA)
     assert isinstance(got, ConversationSet) and got.problems == []
     assert len(got) == 4 + 3 + 8  # education 4 students, therapy 3 patients, chatting 4 records x 2 personas
     for c in got:
@@ -221,7 +221,7 @@ def test_bad_files(tmp_path):
 
 
 def test_ten_megabytes_in_a_few_seconds(tmp_path):
-    base = json.loads((SAMPLE / "therapy_sample.json").read_text()) if SAMPLE.is_dir() else [_record(n=40) for _ in range(3)]
+    base = json.loads((DATA / "therapy_sample.json").read_text()) if DATA is not None else [_record(n=40) for _ in range(3)]
     copies = base * (10_000_000 // len(json.dumps(base)) + 1)
     path = tmp_path / "big.json"
     path.write_text(json.dumps(copies))

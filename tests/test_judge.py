@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppg_nb.data import Conversation
+from ppg_nb.data import consistent_llms_dir, Conversation
 from ppg_nb.judge import LLMJudge, answer_token_ids, judge_turns, score_conversation, tiny_judge_checkpoint
 from ppg_nb.personas import make_dataset
 import ppg_nb.personas
@@ -87,16 +87,16 @@ def test_bad_input(judge, convs):
     with pytest.raises(ValueError, match="not a Conversation"): judge.score([None])
 
 
-SHARED = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
+DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs files (not shipped; `make test` sets it when they sit beside the repository)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"Consistent-LLMs files not found at {SHARED} (not shipped)")
+@pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the Consistent-LLMs files are not shipped")
 def test_judge_eval_with_the_real_smollm2_model(tmp_path, cache_env):
     "`ppg_nb judge eval --judge zero-shot:smollm2-135m-instruct`: the zero-shot baseline against the 70B judge's labels."
     import json, subprocess, sys
     out = tmp_path / "agreement.json"
     cmd = [sys.executable, "-m", "ppg_nb", "judge", "eval", "--judge", "zero-shot:smollm2-135m-instruct",
-           "--data", str(SHARED / "education_sample.json"), "--max-lines", "12", "--output", str(out)]
+           "--data", str(DATA / "education_sample.json"), "--max-lines", "12", "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads(out.read_text())

@@ -7,8 +7,8 @@ import torch
 from ppg_nb.data import Conversation
 from ppg_nb.model import (CHAT_TEMPLATE, LORA_TARGETS, add_lora, build_tokenizer, check_model_source, init_tiny_model,
                           load_model, lora_targets, save_model, tiny_family_model)
-from ppg_nb.render import (Advantages, agent_char_spans, collate, conversation_returns, encode_conversation,
-                           encode_conversations, to_messages)
+from ppg_nb.credit import Advantages, conversation_returns
+from ppg_nb.render import agent_char_spans, collate, encode_conversation, encode_conversations, to_messages
 from ppg_nb.model import token_logprobs
 from ppg_nb.train import ppg_loss
 

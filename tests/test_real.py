@@ -1,4 +1,4 @@
-"""The real-substrate experiment (`ppg_nb real`): its quick form end to end on SmolLM2 and the shared sample files, resumed."""
+"""The real-substrate experiment (`ppg_nb real`): its quick form end to end on SmolLM2 and the sample files of $PPG_DATA, resumed."""
 import json
 import subprocess
 import sys
@@ -7,8 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-SHARED = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"Consistent-LLMs files not found at {SHARED} (not shipped)")
+from ppg_nb.data import consistent_llms_dir
+
+DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs files (not shipped; `make test` sets it when they sit beside the repository)
+needs_data = pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the Consistent-LLMs files are not shipped")
 
 
 def test_cli_flags_of_overrides():
@@ -18,14 +20,14 @@ def test_cli_flags_of_overrides():
     assert "--no-progress" in flags and "--max-steps" not in flags and flags[flags.index("--seed") + 1] == "2"
 
 
-@needs_shared
+@needs_data
 def test_quick_real_experiment_end_to_end_and_resumed(tmp_path, cache_env):
     """`ppg_nb real --quick`: two methods trained, the judge-free measure on held-out and unseen lines; rerun: nothing redone.
 
     (The judged PC is not part of it: the quick sample's held-out chatting conversations open with the persona's line, which
     `replay_logged` does not replay yet.)"""
     out = tmp_path / "real"
-    cmd = [sys.executable, "-m", "ppg_nb", "real", "--quick", "--data-dir", str(SHARED), "--output", str(out)]
+    cmd = [sys.executable, "-m", "ppg_nb", "real", "--quick", "--data-dir", str(DATA), "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_csv(out / "real.csv")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ppg_nb.data import Conversation, save_conversations
+from ppg_nb.data import consistent_llms_dir, Conversation, save_conversations
 from ppg_nb.personas import make_dataset
 
 TINY = dict(mode="offline", n_conversations=24, n_turns=3, max_length=256, batch_size=4, eval_personas=0, lora_r=4, lora_alpha=8,
@@ -238,35 +238,35 @@ def test_accelerate_two_cpu_processes(tmp_path, base_dir):
     assert "persona consistency" in done.stdout
 
 
-SHARED = Path(__file__).parents[2] / "shared" / "data" / "consistent_llms"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"Consistent-LLMs files not found at {SHARED} (not shipped)")
+DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs files (not shipped; `make test` sets it when they sit beside the repository)
+needs_data = pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the Consistent-LLMs files are not shipped")
 
 
-@needs_shared
+@needs_data
 def test_real_files_are_trained_on_with_their_problems_reported(tmp_path, capsys):
     "The public therapy file: records whose stored score the labels do not reproduce are reported and trained on; strict refuses."
     from ppg_nb.train import TrainConfig, load_data
-    therapy = SHARED / "full" / "therapy__mistral-instruct_0_261.json"
+    therapy = DATA / "full" / "therapy__mistral-instruct_0_261.json"
     conversations, _ = load_data(TrainConfig(data=str(therapy)))
     err = capsys.readouterr().err
     assert "record 11, field 'P2_prompt_consistency_score'" in err and "(kept: its line labels are used)" in err
     assert 11 in {c.meta["record"] for c in conversations}
     with pytest.raises(ValueError, match=r"therapy__mistral-instruct_0_261.json: record \d+, field 'P2_prompt_consistency_score'"):
         load_data(TrainConfig(data=str(therapy), strict_data=True))
-    folder, _ = load_data(TrainConfig(data=str(SHARED)))  # a folder of files
+    folder, _ = load_data(TrainConfig(data=str(DATA)))  # a folder of files
     assert len({c.meta["file"] for c in folder}) == 3
-    unusable = json.loads((SHARED / "education_sample.json").read_text())
+    unusable = json.loads((DATA / "education_sample.json").read_text())
     for rec in unusable: rec.pop("eval_prompt_consistency")
     (tmp_path / "none.json").write_text(json.dumps(unusable))
     with pytest.raises(ValueError, match=r"none.json: no evaluated persona lines to use \(4 problems"):
         load_data(TrainConfig(data=str(tmp_path / "none.json")))
 
 
-@needs_shared
+@needs_data
 def test_judge_free_measure_on_held_out_labelled_lines(tmp_path, base_dir):
     "Offline PPG on real dialogues with `eval_data`: the result carries the AUC of the line log-prob change, from the labels."
     from ppg_nb.train import train
-    sample = SHARED / "education_sample.json"
+    sample = DATA / "education_sample.json"
     # no baseline: with windows of 2 sequences, a per-turn batch mean would cancel every advantage
     result = train(_config(tmp_path, data=str(sample), eval_data=str(sample), max_steps=2, batch_size=2, max_length=1024,
                            lr=1e-2, baseline=None))
@@ -276,10 +276,10 @@ def test_judge_free_measure_on_held_out_labelled_lines(tmp_path, base_dir):
     assert json.loads((tmp_path / "run" / "result.json").read_text())["label_shift"]["label_auc"] == shift["label_auc"]
 
 
-@needs_shared
+@needs_data
 def test_the_real_smollm2_model_trains_offline_on_real_dialogues(tmp_path, cache_env):
     "`ppg_nb train --model smollm2-135m-instruct --data FILE`: converted once from its PyPI wheel, one LoRA step, an adapter."
-    cmd = [sys.executable, "-m", "ppg_nb", "train", "--model", "smollm2-135m-instruct", "--data", str(SHARED / "education_sample.json"),
+    cmd = [sys.executable, "-m", "ppg_nb", "train", "--model", "smollm2-135m-instruct", "--data", str(DATA / "education_sample.json"),
            "--max-steps", "1", "--batch-size", "2", "--no-progress", "--output", str(tmp_path / "smol")]
     done = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -290,11 +290,11 @@ def test_the_real_smollm2_model_trains_offline_on_real_dialogues(tmp_path, cache
     assert any("layers.29.mlp.down_proj.lora_A" in k for k in adapter)   # all 30 blocks of SmolLM2, attention and MLP
 
 
-@needs_shared
+@needs_data
 def test_the_real_smollm2_model_trains_online_against_logged_partners(tmp_path, cache_env):
     "Online PPG on SmolLM2: it writes the student's lines of real dialogues, a zero-shot judge scores them, PC is judged before and after."
     from ppg_nb.train import TrainConfig, load_data
-    sample = str(SHARED / "education_sample.json")
+    sample = str(DATA / "education_sample.json")
     one = tmp_path / "one_conversation.jsonl"                            # the judged PC replays it: one conversation keeps it quick
     save_conversations(load_data(TrainConfig(model="embedded"), sample)[0][:1], one)
     cmd = [sys.executable, "-m", "ppg_nb", "train", "--model", "smollm2-135m-instruct", "--mode", "online", "--partner", "logged",

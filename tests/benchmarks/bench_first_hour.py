@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ppg_nb.data import consistent_llms_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "consistent_llms" / "full"
+DATA = (consistent_llms_dir(required=False) or Path("$PPG_DATA")) / "full"   # the Consistent-LLMs files (not shipped)
 COMMANDS = {
     "make-train": "make train",
     "real-llm": ("ppg_nb train --model smollm2-135m-instruct --data {data}/education__gemma-2-2b-it_len_10.json "

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ppg_nb.data import consistent_llms_dir
 from ppg_nb.model import model_path
 
 MAX_SECONDS, TARGET_AUC = 300, 0.70
@@ -25,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/consistent_llms/full/education__gemma-2-2b-it_len_10.json",
-                        help="one Consistent-LLMs file (default: the shared education file)")
+    data = consistent_llms_dir(required=False)
+    parser.add_argument("--data", type=Path, default=data and data / "full/education__gemma-2-2b-it_len_10.json",
+                        help="one Consistent-LLMs file (default: the education file of $PPG_DATA/full)")
     parser.add_argument("--judge-results", type=Path, default=ROOT / "nbs/results/judge")
     args = parser.parse_args()
-    if not args.data.is_file(): sys.exit(f"{args.data}: not found (the real data is not shipped; pass --data FILE)")
+    if args.data is None or not args.data.is_file(): sys.exit(f"{args.data}: not found (the real data is not shipped; pass --data FILE)")
     t0 = time.time()
     folder = model_path("smollm2-135m-instruct")
     print(f"smollm2-135m-instruct: {folder} ready in {time.time() - t0:.0f} s (converted once, then cached)")

@@ -36,7 +36,8 @@ import torch
 
 import ppg_nb.evaluate as E
 from ppg_nb.model import add_lora, cpu_description, load_model, token_logprobs
-from ppg_nb.render import collate, conversation_returns, encode_conversations
+from ppg_nb.credit import conversation_returns
+from ppg_nb.render import collate, encode_conversations
 from ppg_nb.train import TrainConfig, batch_indices, embedded_base, load_data, ppg_loss, train
 
 TARGETS = {"train / bare loop": 0.90, "train / SFTTrainer": 1.0, "sample_lines / bare generate": 0.90,
