@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from .autok import AUTO, AutoK
 from .core import check_policy, policy_label
 from .data import Conversation, load_consistent_llms, load_conversations
-from .evaluate import (TokenAgent, evaluate, judged_pc, label_shift, line_logprobs, persona_consistency, replay_logged,
-                             rollout)
+from .evaluate import evaluate, judged_pc, label_shift, line_logprobs, persona_consistency
+from .rollout import TokenAgent, replay_logged, rollout
 from .judge import RuleJudge, is_judge_spec, load_judge
 from .bases import embedded_base, lr_scheduler
 from .loss import NORMALIZE, ValueHead, forward_logprobs, kl_penalty, ppg_loss, ratio_deviation
@@ -43,11 +43,12 @@ from .credit import BASELINES, Advantages, conversation_returns
 from .render import Batch, EncodeStats, check_conversations, collate, encode_conversations
 
 # %% auto #0
-__all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'CHECKPOINT_PREFIX', 'TrainConfig', 'load_data',
-           'RunData', 'run_data', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint',
-           'TrainResult', 'batch_indices', 'config_differences', 'minibatches', 'StepHook', 'AutoCredit', 'Credit',
-           'KLPenalty', 'Critic', 'Sample', 'sample_rollouts', 'sample_logged', 'logged_rewards', 'ppg_step',
-           'apply_update', 'rollout_record', 'Run', 'peak_memory_mb', 'train']
+__all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'SECTIONS', 'CHECKPOINT_PREFIX', 'ModelConfig',
+           'DataConfig', 'CreditConfig', 'OnlineConfig', 'OptimConfig', 'EvalConfig', 'OutputConfig', 'TrainConfig',
+           'load_data', 'RunData', 'run_data', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
+           'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'minibatches', 'StepHook',
+           'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'sample_rollouts', 'sample_logged',
+           'logged_rewards', 'ppg_step', 'apply_update', 'rollout_record', 'Run', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #1d7c65b7
 MODES = ("offline", "online")
@@ -63,11 +64,33 @@ def _field(default, doc: str, **kw):
     if isinstance(default, (list, dict)): return field(default_factory=lambda: type(default)(default), metadata={"doc": doc}, **kw)
     return field(default=default, metadata={"doc": doc}, **kw)
 
+
+def _refuse_unless(ok: bool, message: str) -> None:
+    "Raise `ValueError(message)` unless `ok`."
+    if not ok: raise ValueError(message)
+
+
+def _integer(config, name: str, minimum: int, allow_none: bool = False) -> None:
+    "Refuse a field that is not an integer >= `minimum` (None allowed when `allow_none`)."
+    v = getattr(config, name)
+    if v is None and allow_none: return
+    _refuse_unless(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, f"{name} must be an integer >= {minimum}, got {v!r}")
+
+
+def _number(config, name: str, lo: float, hi: float = math.inf, allow_none: bool = False, open_lo: bool = False) -> None:
+    "Refuse a field that is not a number in [lo, hi] (or (lo, hi] when `open_lo`; None allowed when `allow_none`)."
+    v = getattr(config, name)
+    if v is None and allow_none: return
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if open_lo else v >= lo) and v <= hi
+    _refuse_unless(ok, f"{name} must be a number in {'(' if open_lo else '['}{lo}, {hi}], got {v!r}")
+
+
+ONLINE_ONLY = ("online_batch", "ppo_epochs")  # refused offline; clip, kl_coef, baseline='value': each with its own reason
+
 # %% ../nbs/10_train.ipynb #f31fee49
 @dataclass
-class TrainConfig:
-    "Every knob of `train`, documented once (see `TrainConfig.help()`)."
-    # --- model ---
+class ModelConfig:
+    "The model: the base (embedded or `from_pretrained`), its LoRA adapter, precision and memory."
     model: str = _field(EMBEDDED, "hub name or local directory of a causal LM with a chat template; 'embedded': the tiny "
                                   "base model, supervised fine-tuned on the domain's behavior data and cached")
     trust_remote_code: bool = _field(False, "allow model code from the hub (only if you trust it)")
@@ -81,7 +104,24 @@ class TrainConfig:
                                        "model's full logits")
     mixed_precision: str = _field("no", "'no' (float32), 'bf16' or 'fp16': autocast through accelerate (bf16 speeds up LoRA steps on CPUs with native bf16, AVX512-BF16 or AMX, and slows them down many times on CPUs without it; online rollouts' log-probs then carry bf16 rounding)")
     attn_implementation: str | None = _field(None, "e.g. 'sdpa' or 'flash_attention_2'; None: transformers' choice")
-    # --- data ---
+    base_conversations: int = _field(3000, "behavior conversations the embedded base model is fine-tuned on")
+    base_steps: int = _field(400, "supervised fine-tuning steps of the embedded base model")
+    base_seed: int = _field(0, "seed of the embedded base model's data, tokenizer and initialisation")
+
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        _refuse_unless(self.mixed_precision in ("no", "bf16", "fp16"),
+                       f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        for name in ("lora_r", "base_conversations", "base_steps"): _integer(self, name, 1)
+        _integer(self, "base_seed", 0); _number(self, "lora_dropout", 0, 0.9); _number(self, "lora_alpha", 0, open_lo=True)
+        if self.model != EMBEDDED:
+            try: check_model_source(self.model)
+            except ValueError as problem: raise ValueError(f"model={self.model!r}: {problem}") from None
+
+
+@dataclass
+class DataConfig:
+    "The data: the synthetic domain, or logged conversations, and how they are cut into sequences."
     domain: str = _field("education", "synthetic domain of ppg_nb.personas: logged data (if `data` is None) and evaluation")
     data: str | None = _field(None, "scored conversations: a JSONL file (ppg_nb.data.save_conversations), or a Consistent-LLMs "
                                     "JSON file or folder of them; None: generate `n_conversations` logged conversations of `domain`")
@@ -92,7 +132,20 @@ class TrainConfig:
     data_seed: int | None = _field(None, "seed of the generated logged data; None: `seed`")
     max_length: int = _field(1024, "longest training sequence in tokens (4096 for 8B models); longer conversations are "
                                    "split into windows (ppg_nb.render truncation policy)")
-    # --- policy class ---
+
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        _refuse_unless(isinstance(self.domain, str), f"domain must be a string, got {self.domain!r}")
+        _refuse_unless(self.domain in DOMAINS, f"unknown domain {self.domain!r}: choose one of {', '.join(DOMAINS)}")
+        for name in ("n_conversations", "n_turns"): _integer(self, name, 1)
+        _integer(self, "data_seed", 0, allow_none=True); _integer(self, "max_length", 16)
+        if self.data is not None:
+            _refuse_unless(Path(self.data).exists(), f"data={self.data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
+
+
+@dataclass
+class CreditConfig:
+    "The credit: the credit sets R_t (policy class), their returns, the baseline and the loss's normalisation."
     policy: str = _field("kstep", "credit sets R_t: 'full', 'greedy', 'kstep' or 'segment' (ppg_nb.core)")
     K: int | str | None = _field(None, "lookahead of 'kstep' (R_t = {t, ..., t+K-1}); 'auto': chosen at every step among "
                                        "`auto_candidates` (ppg_nb.autok.AutoK on sketched per-turn score terms); None: 2")
@@ -103,19 +156,39 @@ class TrainConfig:
     segment_length: int | None = _field(None, "segment length of 'segment' (or give segment_boundaries)")
     segment_boundaries: list[int] | None = _field(None, "interior cut points of 'segment', e.g. [3, 7]")
     gamma: float = _field(1.0, "discount inside R_t")
-    # --- algorithm ---
-    mode: str | None = _field(None, "'offline': logged conversations (the paper's setting); 'online': the model writes the "
-                                    "agent's turns against the partner simulator, the judge scores them; None: offline when "
-                                    "`data` is given, else online (the embedded main job)")
     normalize: str = _field("token", "'token': every agent token weighs the same; 'turn': every turn weighs the same")
     baseline: str | None = _field("batch", "None, 'batch' (mean G_t over the batch, per turn index), 'running' (its moving average) "
                                            "or 'value' (a learned V(s_t) per turn, PPO's critic: `ValueHead`; online only)")
     normalize_advantages: bool = _field(False, "divide advantages by their batch standard deviation")
-    clip: float | None = _field(None, "PPO clip range epsilon (e.g. 0.2) on the per-token likelihood ratio; None: plain PPG")
-    ppo_epochs: int = _field(1, "optimisation passes over each online batch (PPO-style; needs clip for > 1 to be safe)")
-    kl_coef: float = _field(0.0, "beta of the KL penalty to the reference policy (the base model, LoRA switched off): beta times "
-                                 "the k3 estimate of KL(pi_theta || pi_ref) per agent token, added to the loss (`kl_penalty`); "
-                                 "online only; 0: none")
+
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        check_policy(self.policy, {})
+        if self.K is not None:
+            _refuse_unless(self.policy == "kstep", f"K is the lookahead of policy 'kstep'; policy {self.policy!r} does not take it (drop K)")
+            if self.K != AUTO: _integer(self, "K", 1)
+        if self.K == AUTO:
+            AutoK(self.auto_candidates, self.auto_memory)           # two or more distinct integer K >= 1, memory in [0, 1)
+            _integer(self, "auto_sketch", 2)
+        if self.policy == "segment":
+            _refuse_unless((self.segment_length is None) != (self.segment_boundaries is None),
+                           "policy 'segment' needs exactly one of segment_length or segment_boundaries")
+            _integer(self, "segment_length", 1, allow_none=True)
+            if self.segment_boundaries is not None: check_policy("segment", {"boundaries": self.segment_boundaries})
+        else:
+            _refuse_unless(self.segment_length is None and self.segment_boundaries is None,
+                           f"segment_length / segment_boundaries are for policy 'segment', not {self.policy!r}")
+        _refuse_unless(self.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        _refuse_unless(self.baseline in BASELINES + ("value",), f"baseline must be one of {BASELINES + ('value',)}, got {self.baseline!r}")
+        _number(self, "gamma", 0, 1)
+
+
+@dataclass
+class OnlineConfig:
+    "The mode, and learning from the model's own rollouts: partner, judge, sampling and PPO's extras. `judge`, `temperature` and `max_new_tokens` also serve evaluation; the others are refused offline."
+    mode: str | None = _field(None, "'offline': logged conversations (the paper's setting); 'online': the model writes the "
+                                    "agent's turns against the partner simulator, the judge scores them; None: offline when "
+                                    "`data` is given, else online (the embedded main job)")
     partner: str = _field("simulator", "online: who speaks the partner's lines: 'simulator' (the synthetic domain's partner) or "
                                        "'logged' (the logged partner lines of `data`, replayed while the model writes every agent line)")
     judge: str = _field("rule", "online rewards and judged PC: 'rule' (the synthetic domains' rule judge), 'zero-shot:MODEL', "
@@ -124,7 +197,45 @@ class TrainConfig:
     online_batch: int = _field(32, "conversations rolled out per online step")
     temperature: float = _field(1.0, "sampling temperature of online rollouts and of evaluation")
     max_new_tokens: int = _field(48, "longest generated agent line in tokens")
-    # --- optimiser ---
+    clip: float | None = _field(None, "PPO clip range epsilon (e.g. 0.2) on the per-token likelihood ratio; None: plain PPG")
+    ppo_epochs: int = _field(1, "optimisation passes over each online batch (PPO-style; needs clip for > 1 to be safe)")
+    kl_coef: float = _field(0.0, "beta of the KL penalty to the reference policy (the base model, LoRA switched off): beta times "
+                                 "the k3 estimate of KL(pi_theta || pi_ref) per agent token, added to the loss (`kl_penalty`); "
+                                 "online only; 0: none")
+
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        _refuse_unless(self.mode is None or self.mode in MODES, f"mode must be one of {MODES} or None, got {self.mode!r}")
+        for name in ("online_batch", "ppo_epochs", "max_new_tokens"): _integer(self, name, 1)
+        _number(self, "kl_coef", 0); _number(self, "temperature", 0, 10, open_lo=True); _number(self, "clip", 0, 1, allow_none=True, open_lo=True)
+        online = self.resolved_mode == "online"
+        if not online:                                       # settings of the online step that offline training would ignore
+            why = f"mode={self.mode!r}" if self.mode else "data is given"
+            for name in ONLINE_ONLY:
+                _refuse_unless(getattr(self, name) == OnlineConfig.__dataclass_fields__[name].default,
+                               f"{name}={getattr(self, name)!r} is a setting of online training; this run is offline ({why}): "
+                               f"drop {name}, or set mode='online'")
+            _refuse_unless(self.baseline != "value", "baseline='value' learns V(s_t) from the policy's own rollouts: it needs "
+                                                     "mode='online' (offline: 'batch' or 'running')")
+            _refuse_unless(self.kl_coef == 0, "kl_coef (KL to the reference policy) needs mode='online'")
+            _refuse_unless(self.clip is None, "clip (PPO) needs mode='online': offline data has no sampling policy to clip against")
+        _refuse_unless(self.ppo_epochs == 1 or self.clip is not None, "ppo_epochs > 1 reuses a batch after the policy moved: set clip (e.g. 0.2)")
+        if self.K == AUTO:
+            _refuse_unless(not online or self.online_batch >= 2,
+                           f"K='auto' estimates a variance from each batch: online_batch must be >= 2, got {self.online_batch}")
+        _refuse_unless(self.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {self.partner!r}")
+        if self.data is not None:
+            _refuse_unless(not online or self.partner == "logged", "data is logged conversations: use mode='offline', or "
+                           "partner='logged' to replay their partner lines online")
+        _refuse_unless(self.partner == "simulator" or (self.data is not None and online),
+                       "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
+        _refuse_unless(is_judge_spec(self.judge), f"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a folder "
+                                                  f"written by `ppg_nb judge train`, got {self.judge!r}")
+
+
+@dataclass
+class OptimConfig:
+    "The optimiser: AdamW, its schedule, the batch and the length of the run."
     lr: float = _field(1e-3, "peak learning rate of AdamW (1e-5 to 1e-4 for 8B models with LoRA)")
     weight_decay: float = _field(0.0, "AdamW weight decay")
     warmup_steps: int = _field(0, "linear warm-up steps")
@@ -135,7 +246,21 @@ class TrainConfig:
     grad_accum: int = _field(1, "micro-batches accumulated per optimiser step")
     epochs: float = _field(1.0, "passes over the logged data (offline), used when max_steps is None")
     max_steps: int | None = _field(None, "optimiser steps; None: from `epochs` (offline) or 30 (online)")
-    # --- evaluation ---
+
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        _refuse_unless(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("batch_size", "grad_accum"): _integer(self, name, 1)
+        _integer(self, "warmup_steps", 0); _integer(self, "max_steps", 1, allow_none=True)
+        if self.K == AUTO:
+            _refuse_unless(self.batch_size >= 2, f"K='auto' estimates a variance from each batch: batch_size must be >= 2, got {self.batch_size}")
+        _number(self, "lr", 0, 1, open_lo=True); _number(self, "weight_decay", 0, 1); _number(self, "epochs", 0, open_lo=True)
+        _number(self, "max_grad_norm", 0, allow_none=True, open_lo=True)
+
+
+@dataclass
+class EvalConfig:
+    "The evaluation before and after training (and every `eval_every` steps)."
     eval_personas: int | None = _field(None, "held-out personas of `domain` rolled out before and after training (0: none); "
                                              "None: 64 for the embedded model, 0 for others (the synthetic language means nothing to them)")
     eval_data: str | None = _field(None, "held-out labelled conversations (the formats of `data`) for the judge-free measure: "
@@ -144,11 +269,18 @@ class TrainConfig:
                                          "written in their place (ppg_nb.evaluate.judged_pc)")
     eval_seed: int = _field(12345, "seed naming the held-out personas and seeding evaluation rollouts")
     eval_every: int = _field(0, "also evaluate every k steps (0: only before and after)")
-    # --- embedded base model ---
-    base_conversations: int = _field(3000, "behavior conversations the embedded base model is fine-tuned on")
-    base_steps: int = _field(400, "supervised fine-tuning steps of the embedded base model")
-    base_seed: int = _field(0, "seed of the embedded base model's data, tokenizer and initialisation")
-    # --- output ---
+
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        for name in ("eval_personas", "eval_every", "eval_seed"): _integer(self, name, 0)
+        if self.eval_data is not None:
+            _refuse_unless(Path(self.eval_data).exists(), f"eval_data={self.eval_data!r} does not exist: give a JSONL file, "
+                                                          f"or a Consistent-LLMs JSON file or folder")
+
+
+@dataclass
+class OutputConfig:
+    "The run: its seed, its folder, checkpoints, logging."
     output: str | None = _field(None, "run directory (result.json, log.jsonl, adapter, checkpoints); None: runs/<time>-<what>")
     save_every: int = _field(0, "checkpoint every k steps (0: only at the end and when interrupted)")
     keep_checkpoints: int = _field(2, "checkpoints kept (older ones are deleted)")
@@ -157,6 +289,15 @@ class TrainConfig:
     progress: bool = _field(True, "tqdm progress bars")
     seed: int = _field(0, "seed of LoRA initialisation, data order, dropout, rollouts (and of the logged data if data_seed is None)")
 
+    def check(self) -> None:
+        "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
+        for name in ("log_every", "keep_checkpoints"): _integer(self, name, 1)
+        for name in ("save_every", "seed"): _integer(self, name, 0)
+
+# %% ../nbs/10_train.ipynb #0e502d1e
+@dataclass
+class TrainConfig(OutputConfig, EvalConfig, OptimConfig, OnlineConfig, CreditConfig, DataConfig, ModelConfig):
+    "Every knob of `train`, documented once (`TrainConfig.help()`): the fields of its sections, flat."
     def __post_init__(self):
         embedded = self.model == EMBEDDED  # the defaults that depend on the model, made concrete once
         if self.batch_size is None: self.batch_size = 16 if embedded else 4
@@ -165,9 +306,28 @@ class TrainConfig:
 
     @classmethod
     def help(cls) -> str:
-        "Every field with its default and documentation."
-        return "\n".join(f"{f.name} = {f.default if f.default is not dataclasses.MISSING else f.default_factory()!r}: "
-                         f"{f.metadata['doc']}" for f in dataclasses.fields(cls))
+        "Every field with its default and documentation, by section."
+        def line(f): return (f"{f.name} = {f.default if f.default is not dataclasses.MISSING else f.default_factory()!r}: "
+                             f"{f.metadata['doc']}")
+        return "\n".join(f"--- {name} ---\n" + "\n".join(line(f) for f in dataclasses.fields(section))
+                         for name, section in SECTIONS.items())
+
+    @property
+    def sections(self) -> dict:
+        "The config as its sections (`SECTIONS`), each a dataclass of its own fields."
+        return {name: section(**{f.name: getattr(self, f.name) for f in dataclasses.fields(section)})
+                for name, section in SECTIONS.items()}
+
+    @classmethod
+    def from_sections(cls, **sections) -> TrainConfig:
+        "A config from sections by name, e.g. `TrainConfig.from_sections(online=OnlineConfig(clip=0.2, ppo_epochs=4))`."
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown: raise ValueError(f"unknown sections {unknown}: choose among {list(SECTIONS)}")
+        return cls(**{k: v for name, s in sections.items() for k, v in dataclasses.asdict(s).items()})
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "credit": CreditConfig, "online": OnlineConfig,
+            "optimiser": OptimConfig, "evaluation": EvalConfig, "output": OutputConfig}
 
 # %% ../nbs/10_train.ipynb #488a2c07
 @patch(as_prop=True)
@@ -185,81 +345,12 @@ def resolved_mode(c: TrainConfig) -> str:
     return c.mode or ("offline" if c.data is not None else "online")
 
 
-ONLINE_ONLY = ("online_batch", "ppo_epochs")  # refused offline; clip, kl_coef, baseline='value', partner: below, each with its reason
-
-
 @patch
 def validate(c: TrainConfig) -> TrainConfig:
-    "Refuse bad settings with a message naming the field."
-    def need(ok, msg):
-        if not ok: raise ValueError(msg)
-    def integer(name, minimum, allow_none=False):
-        v = getattr(c, name)
-        if v is None and allow_none: return
-        need(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, f"{name} must be an integer >= {minimum}, got {v!r}")
-    def number(name, lo, hi=math.inf, allow_none=False, open_lo=False):
-        v = getattr(c, name)
-        if v is None and allow_none: return
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if open_lo else v >= lo) and v <= hi
-        need(ok, f"{name} must be a number in {'(' if open_lo else '['}{lo}, {hi}], got {v!r}")
-    check_policy(c.policy, {})
-    if c.K is not None:
-        need(c.policy == "kstep", f"K is the lookahead of policy 'kstep'; policy {c.policy!r} does not take it (drop K)")
-        if c.K != AUTO: integer("K", 1)
-    if c.K == AUTO:
-        AutoK(c.auto_candidates, c.auto_memory)               # two or more distinct integer K >= 1, memory in [0, 1)
-        integer("auto_sketch", 2)
-        need(c.batch_size >= 2, f"K='auto' estimates a variance from each batch: batch_size must be >= 2, got {c.batch_size}")
-        need(c.resolved_mode == "offline" or c.online_batch >= 2,
-             f"K='auto' estimates a variance from each batch: online_batch must be >= 2, got {c.online_batch}")
-    if c.policy == "segment":
-        need((c.segment_length is None) != (c.segment_boundaries is None),
-             "policy 'segment' needs exactly one of segment_length or segment_boundaries")
-        integer("segment_length", 1, allow_none=True)
-    else:
-        need(c.segment_length is None and c.segment_boundaries is None,
-             f"segment_length / segment_boundaries are for policy 'segment', not {c.policy!r}")
-    need(c.mode is None or c.mode in MODES, f"mode must be one of {MODES} or None, got {c.mode!r}")
-    need(c.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {c.normalize!r}")
-    need(c.baseline in BASELINES + ("value",), f"baseline must be one of {BASELINES + ('value',)}, got {c.baseline!r}")
-    need(c.baseline != "value" or c.resolved_mode == "online",
-         "baseline='value' learns V(s_t) from the policy's own rollouts: it needs mode='online' (offline: 'batch' or 'running')")
-    number("kl_coef", 0)
-    need(c.kl_coef == 0 or c.resolved_mode == "online", "kl_coef (KL to the reference policy) needs mode='online'")
-    need(c.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be 'no', 'bf16' or 'fp16', got {c.mixed_precision!r}")
-    need(c.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {c.schedule!r}")
-    for name in ("lora_r", "n_turns", "batch_size", "grad_accum", "ppo_epochs", "online_batch", "max_new_tokens", "log_every",
-                 "keep_checkpoints", "n_conversations", "base_conversations", "base_steps"): integer(name, 1)
-    for name in ("eval_personas", "eval_every", "save_every", "warmup_steps", "seed", "eval_seed", "base_seed"): integer(name, 0)
-    integer("max_steps", 1, allow_none=True); integer("data_seed", 0, allow_none=True); integer("max_length", 16)
-    number("lr", 0, 1, open_lo=True); number("weight_decay", 0, 1); number("gamma", 0, 1); number("lora_dropout", 0, 0.9)
-    number("lora_alpha", 0, open_lo=True); number("epochs", 0, open_lo=True); number("temperature", 0, 10, open_lo=True)
-    number("clip", 0, 1, allow_none=True, open_lo=True); number("max_grad_norm", 0, allow_none=True, open_lo=True)
-    for name in ONLINE_ONLY:                                  # settings of the online step that offline would ignore
-        need(c.resolved_mode == "online" or getattr(c, name) == TrainConfig.__dataclass_fields__[name].default,
-             f"{name}={getattr(c, name)!r} is a setting of online training; this run is offline "
-             f"({'mode=' + repr(c.mode) if c.mode else 'data is given'}): drop {name}, or set mode='online'")
-    need(c.ppo_epochs == 1 or c.clip is not None, "ppo_epochs > 1 reuses a batch after the policy moved: set clip (e.g. 0.2)")
-    need(c.clip is None or c.resolved_mode == "online", "clip (PPO) needs mode='online': offline data has no sampling policy to clip against")
-    if c.policy == "segment" and c.segment_boundaries is not None:
-        check_policy("segment", {"boundaries": c.segment_boundaries})
-    need(isinstance(c.domain, str), f"domain must be a string, got {c.domain!r}")
-    need(c.domain in DOMAINS, f"unknown domain {c.domain!r}: choose one of {', '.join(DOMAINS)}")
-    if c.data is not None:
-        need(Path(c.data).exists(), f"data={c.data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
-        need(c.resolved_mode == "offline" or c.partner == "logged", "data is logged conversations: use mode='offline', or "
-             "partner='logged' to replay their partner lines online")
-    need(c.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {c.partner!r}")
-    need(c.partner == "simulator" or (c.data is not None and c.resolved_mode == "online"),
-         "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
-    need(is_judge_spec(c.judge), f"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a folder written by "
-                                 f"`ppg_nb judge train`, got {c.judge!r}")
-    if c.eval_data is not None: need(Path(c.eval_data).exists(), f"eval_data={c.eval_data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
-    if c.model != EMBEDDED:
-        try: check_model_source(c.model)
-        except ValueError as problem: raise ValueError(f"model={c.model!r}: {problem}") from None
+    "Refuse bad settings with a message naming the field: each section checks its own (`check`), cheaply, in this order."
+    for section in (CreditConfig, OnlineConfig, DataConfig, OptimConfig, EvalConfig, OutputConfig, ModelConfig):
+        section.check(c)
     return c
-
 
 # %% ../nbs/10_train.ipynb #921a9baa
 def load_data(config: TrainConfig, # the run

@@ -172,7 +172,7 @@ def test_critic_and_kl_are_refused_offline():
 
 def test_online_rollouts_are_what_the_loss_reads(base_dir):
     "Every agent token of an online rollout is a sampled token, and a forward pass over the ids gives back its log-prob."
-    from ppg_nb.evaluate import rollout
+    from ppg_nb.rollout import rollout
     from ppg_nb.model import load_model
     from ppg_nb.personas import sample_personas
     from ppg_nb.render import collate

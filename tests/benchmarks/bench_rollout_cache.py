@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from ppg_nb.evaluate import TokenAgent, rollout
+from ppg_nb.rollout import TokenAgent, rollout
 from ppg_nb.model import load_model
 from ppg_nb.personas import sample_personas
 from ppg_nb.train import TrainConfig, embedded_base
