@@ -87,7 +87,7 @@ def _number(config, name: str, lo: float, hi: float = math.inf, allow_none: bool
 
 ONLINE_ONLY = ("online_batch", "ppo_epochs")  # refused offline; clip, kl_coef, baseline='value': each with its own reason
 
-# %% ../nbs/10_train.ipynb #f31fee49
+# %% ../nbs/10_train.ipynb #940426c5
 @dataclass
 class ModelConfig:
     "The model: the base (embedded or `from_pretrained`), its LoRA adapter, precision and memory."
@@ -118,7 +118,7 @@ class ModelConfig:
             try: check_model_source(self.model)
             except ValueError as problem: raise ValueError(f"model={self.model!r}: {problem}") from None
 
-
+# %% ../nbs/10_train.ipynb #d9e3683d
 @dataclass
 class DataConfig:
     "The data: the synthetic domain, or logged conversations, and how they are cut into sequences."
@@ -142,7 +142,7 @@ class DataConfig:
         if self.data is not None:
             _refuse_unless(Path(self.data).exists(), f"data={self.data!r} does not exist: give a JSONL file, or a Consistent-LLMs JSON file or folder")
 
-
+# %% ../nbs/10_train.ipynb #2874c289
 @dataclass
 class CreditConfig:
     "The credit: the credit sets R_t (policy class), their returns, the baseline and the loss's normalisation."
@@ -182,7 +182,7 @@ class CreditConfig:
         _refuse_unless(self.baseline in BASELINES + ("value",), f"baseline must be one of {BASELINES + ('value',)}, got {self.baseline!r}")
         _number(self, "gamma", 0, 1)
 
-
+# %% ../nbs/10_train.ipynb #9b613d7c
 @dataclass
 class OnlineConfig:
     "The mode, and learning from the model's own rollouts: partner, judge, sampling and PPO's extras. `judge`, `temperature` and `max_new_tokens` also serve evaluation; the others are refused offline."
@@ -232,7 +232,7 @@ class OnlineConfig:
         _refuse_unless(is_judge_spec(self.judge), f"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a folder "
                                                   f"written by `ppg_nb judge train`, got {self.judge!r}")
 
-
+# %% ../nbs/10_train.ipynb #0fda1584
 @dataclass
 class OptimConfig:
     "The optimiser: AdamW, its schedule, the batch and the length of the run."
@@ -257,7 +257,7 @@ class OptimConfig:
         _number(self, "lr", 0, 1, open_lo=True); _number(self, "weight_decay", 0, 1); _number(self, "epochs", 0, open_lo=True)
         _number(self, "max_grad_norm", 0, allow_none=True, open_lo=True)
 
-
+# %% ../nbs/10_train.ipynb #84f42d78
 @dataclass
 class EvalConfig:
     "The evaluation before and after training (and every `eval_every` steps)."
@@ -272,12 +272,13 @@ class EvalConfig:
 
     def check(self) -> None:
         "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
-        for name in ("eval_personas", "eval_every", "eval_seed"): _integer(self, name, 0)
+        _integer(self, "eval_personas", 0, allow_none=True)      # None: made concrete by `TrainConfig` (64 or 0)
+        for name in ("eval_every", "eval_seed"): _integer(self, name, 0)
         if self.eval_data is not None:
             _refuse_unless(Path(self.eval_data).exists(), f"eval_data={self.eval_data!r} does not exist: give a JSONL file, "
                                                           f"or a Consistent-LLMs JSON file or folder")
 
-
+# %% ../nbs/10_train.ipynb #0d718373
 @dataclass
 class OutputConfig:
     "The run: its seed, its folder, checkpoints, logging."
