@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 ARGS ?=
+DOCS_JOBS ?= 2
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 # notebooks the JupyterLab browser test runs (settings.ini `browser_notebooks`); nbdev_test skips them, so each runs once
@@ -14,7 +15,7 @@ empty :=
 space := $(empty) $(empty)
 SKIP_RE := ^($(subst $(space),|,$(strip $(BROWSER_NOTEBOOKS))))$$
 
-.PHONY: install train test lab
+.PHONY: install train test lab docs docs-check
 install: $(STAMP)
 
 $(STAMP): setup.py settings.ini
@@ -34,3 +35,12 @@ lab: $(STAMP)
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --flags full --skip_file_re '$(SKIP_RE)'
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+
+# The documentation site in _site/ (open _site/index.html): .ci/docs.py executes every notebook as `nbdev_test --flags
+# full` runs it (unchanged notebooks are reused from _docs_build/), then mkdocs renders them. `make docs-check` also
+# opens two pages in headless Chromium: formulas and plotly figures rendered offline (screenshots in $PPG_ARTIFACTS).
+docs: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/python .ci/docs.py --jobs $(DOCS_JOBS)
+
+docs-check: docs
+	$(BIN)/python .ci/docs_check.py
