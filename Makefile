@@ -8,6 +8,10 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 DOCS_JOBS ?= 2
 BIN := $(abspath $(VENV))/bin
+# the Consistent-LLMs files (not shipped): the tests and notebook cells that read them run when PPG_DATA names their folder;
+# by default the folder beside the repository, when it is there (empty otherwise: those cells say NOT RUN, those tests skip)
+PPG_DATA ?= $(wildcard $(abspath ../shared/data/consistent_llms))
+export PPG_DATA
 STAMP := $(VENV)/.installed
 # notebooks the JupyterLab browser test runs (settings.ini `browser_notebooks`); nbdev_test skips them, so each runs once
 BROWSER_NOTEBOOKS := $(shell sed -n 's/^browser_notebooks *= *//p' settings.ini)

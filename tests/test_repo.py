@@ -121,7 +121,7 @@ def _imports_inside_functions(package: Path) -> set[tuple[str, str]]:
 def test_imports_stand_at_the_top_of_each_module():
     "Inside functions only: optional dependencies (datasets, IPython outside Jupyter) and transformers classes that older versions lack."
     optional = {("data", "to_hf_dataset"), ("widgets", "has_widget_frontend"),
-                ("evaluate", "_growing_layer"), ("evaluate", "growing_cache")}
+                ("rollout", "_growing_layer"), ("rollout", "growing_cache")}
     assert _imports_inside_functions(ROOT / "ppg_nb") == optional
 
 
