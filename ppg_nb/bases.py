@@ -21,7 +21,6 @@ import torch
 import transformers
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from .loss import ppg_loss
 from .model import (build_tokenizer, cache_dir, cpu_description, init_tiny_model, recipe_hash, save_model,
@@ -72,6 +71,7 @@ _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cos
 
 def lr_scheduler(optimizer, schedule: str, warmup: int, total: int):
     "`transformers.get_scheduler`: linear warm-up over `warmup` steps, then constant, or linear or cosine decay to 0 at `total`."
+    from transformers import get_scheduler         # (its module imports peft: seconds, only when a run starts)
     return get_scheduler(_SCHEDULER_NAMES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 

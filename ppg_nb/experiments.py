@@ -21,10 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import peft
 import torch
-import transformers
-from peft import PeftModel
 
 import ppg_nb
 from .autok import AUTO
@@ -335,6 +332,7 @@ def auto_rows(scaling: pd.DataFrame) -> pd.DataFrame:
 def versions(results=None, # a results folder whose own files, rewritten as runs finish, do not make the tree dirty
             ) -> dict:
     "Versions of what produced a result, and where it ran (git: the commit, '+dirty' when tracked code differs from it)."
+    import peft, transformers
     v = dict(ppg_nb=ppg_nb.__version__, torch=torch.__version__, transformers=transformers.__version__,
              peft=peft.__version__, python=platform.python_version(), platform=platform.platform(),
              device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)")
@@ -480,6 +478,7 @@ def _trained(self: _Runner, domain: str, method: str, N: int, n_turns: int, seed
 
 def _write_run_samples(self: _Runner, name: str, run_dir: Path, config: TrainConfig, base_model: str) -> Path:
     "Roll out `n_samples` held-out conversations before (base model) and after (base + the run's adapter) training."
+    from peft import PeftModel
     before = self.before(config)
     tuned, tok = load_model(base_model, device=_device(), trust_remote_code=config.trust_remote_code)
     tuned = PeftModel.from_pretrained(tuned, run_dir / "adapter")

@@ -25,11 +25,7 @@ from typing import Sequence
 
 import torch
 from fastcore.basics import patch
-from peft import get_peft_model, LoraConfig, PeftModel, TaskType
 from tokenizers import models, pre_tokenizers, Tokenizer
-from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          DataCollatorWithPadding, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, set_seed,
-                          Trainer, TrainingArguments)
 
 from .data import Conversation
 from .evaluate import separation_auc
@@ -109,6 +105,7 @@ class LLMJudge:
                         trust_remote_code: bool = False, # only when you trust the checkpoint's code
                         **kwargs): # passed to `LLMJudge`
         "Load a judge with `AutoModelForCausalLM` and `AutoTokenizer` (weights from safetensors only)."
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         name_or_path = model_path(name_or_path)  # a named model (e.g. smollm2-135m-instruct): its converted folder
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -237,6 +234,7 @@ def tiny_judge_checkpoint(path, # folder to write (created)
                           chat_template: bool = False, # give the tokenizer a minimal chat template
                          ):
     "Write a tiny random Llama causal LM and word-level tokenizer to `path` (safetensors); return the path."
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     special = ["<pad>", "<unk>", "<s>", "</s>", "<user>", "<assistant>"]
     base = set(vocabulary()) | set(tokenize_words(PROMPT_TO_LINE + LINE_TO_LINE)) | {"YES", "NO", "[", "]"} | set(words)
@@ -307,6 +305,7 @@ class ClassifierJudge:
             raise ValueError(f"judge {str(path)!r} {what}: give a folder written by `ppg_nb judge train` or 'zero-shot:MODEL'")
         meta = json.loads((path / JUDGE_FILE).read_text())
         model, tok = _classifier_backbone(meta["base_model"], device)
+        from peft import PeftModel
         model = PeftModel.from_pretrained(model, str(path))
         return cls(model, tok, batch_size, meta["max_length"], meta)
 
@@ -337,6 +336,7 @@ class ClassifierJudge:
 
 def _classifier_backbone(base_model: str, device: str | None):
     "The base model as a two-class sequence classifier (a fresh head) and its tokenizer, padding with its pad (or eos) token."
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     path = model_path(base_model)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None: tok.pad_token = tok.eos_token
@@ -376,6 +376,8 @@ def train_judge(conversations: Sequence[Conversation], # labelled conversations 
                 sources: Sequence[str] = (), # where the conversations came from, recorded in judge.json
                ) -> ClassifierJudge:
     "Fine-tune a LoRA sequence classifier on the labelled agent lines with the `transformers` `Trainer`; save and return it."
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ValueError(f"judge output {str(output)!r} is not empty: choose a new folder")

@@ -18,13 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peft import get_peft_model, LoraConfig
 from tokenizers import decoders, models, pre_tokenizers, Tokenizer, trainers
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GemmaConfig, LlamaConfig, PreTrainedTokenizerFast,
-                          Qwen3Config)
+
 
 # %% auto #0
 __all__ = ['BOS', 'END', 'PAD', 'ROLES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'NAMED_MODELS', 'LORA_TARGETS', 'build_tokenizer',
@@ -54,6 +52,7 @@ def build_tokenizer(texts, # iterable of training strings
                     vocab_size: int = 2048, # total vocabulary, special tokens and the 256 byte symbols included
                     min_frequency: int = 2): # a merge must occur this often
     "A byte-level BPE tokenizer trained on `texts`, with special tokens and `CHAT_TEMPLATE`, as a `transformers` tokenizer."
+    from transformers import PreTrainedTokenizerFast
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size must be >= {len(SPECIAL_TOKENS) + 256} (special tokens + 256 bytes), got {vocab_size}")
     bpe = Tokenizer(models.BPE())
@@ -75,6 +74,7 @@ def tiny_config(tokenizer, # a tokenizer from `build_tokenizer` (or any with bos
                 intermediate_size: int | None = None, # MLP width (default 3 x hidden_size)
                 max_positions: int = 2048): # longest sequence the model is built for
     "A `LlamaConfig` for a tiny model over `tokenizer`'s vocabulary."
+    from transformers import LlamaConfig
     if hidden_size % num_heads: raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
     return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
                        num_attention_heads=num_heads, num_key_value_heads=num_heads,
@@ -100,6 +100,7 @@ def init_tiny_model(tokenizer, # the tokenizer the model reads
                     seed: int = 0, # weight initialisation seed
                     **config): # `tiny_config` arguments
     "A randomly initialised tiny Llama for `tokenizer` (deterministic for `seed`)."
+    from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(tiny_config(tokenizer, **config), dtype=torch.float32)
 
@@ -134,6 +135,7 @@ def named_model_file(name: str) -> Path:
 def convert_gguf(gguf: Path, # a GGUF model file
                  out: Path) -> Path: # the Hugging Face folder to write (atomically)
     "A GGUF causal LM as a Hugging Face folder: float32 safetensors weights (ties kept), tokenizer and chat template."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf, out = Path(gguf), Path(out)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -213,6 +215,7 @@ def check_model_source(name_or_path: str) -> None:
 def load_tokenizer(name_or_path: str, # hub name, local directory or a name of `NAMED_MODELS`
                    trust_remote_code: bool = False): # only when the caller asks
     "Load a tokenizer that has a chat template and a pad token (falling back to eos), padding on the left for generation."
+    from transformers import AutoTokenizer
     check_model_source(name_or_path)
     tok = AutoTokenizer.from_pretrained(model_path(name_or_path), trust_remote_code=trust_remote_code)
     if not tok.chat_template: raise ValueError(f"tokenizer of {name_or_path!r} has no chat template")
@@ -235,6 +238,7 @@ def load_model(name_or_path: str, # hub name, local directory or a name of `NAME
                attn_implementation: str | None = None, # e.g. "sdpa", "flash_attention_2"; None lets transformers choose
                trust_remote_code: bool = False): # only when the caller asks
     "A causal LM and its tokenizer through `from_pretrained`, checked first."
+    from transformers import AutoModelForCausalLM
     tok = load_tokenizer(name_or_path, trust_remote_code)
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(model_path(name_or_path), dtype=dtype or default_dtype(device),
@@ -277,6 +281,7 @@ def add_lora(model: nn.Module, # a causal LM
              targets: list[str] | None = None, # module names; default `lora_targets(model)`
              seed: int = 0): # seed of the A initialisation (B starts at zero, so the model is unchanged)
     "Wrap `model` in a peft LoRA adapter; only adapter weights stay trainable."
+    from peft import LoraConfig, get_peft_model
     if r < 1: raise ValueError(f"LoRA rank r must be >= 1, got {r}")
     targets = list(targets or lora_targets(model))
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -290,6 +295,7 @@ def add_lora(model: nn.Module, # a causal LM
 def tiny_family_model(arch: str, # "llama", "qwen3" or "gemma"
                       vocab_size: int = 128, seed: int = 0):
     "A tiny randomly initialised model of a real family (for tests of the plumbing, not for training)."
+    from transformers import AutoModelForCausalLM, GemmaConfig, LlamaConfig, Qwen3Config
     kw = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=128)
     configs = {"llama": lambda: LlamaConfig(**kw), "qwen3": lambda: Qwen3Config(**kw, head_dim=8),

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from peft import PeftModel
 
 from .data import conversation_to_dict, load_conversations, save_conversations, split_by_persona
 from .evaluate import judged_pc, label_shift, line_logprobs
@@ -108,6 +107,7 @@ def _run_model(model_dir: str, adapter: Path | None):
     "The base model and its tokenizer, with a trained run's LoRA adapter on top (adapter None: the base model)."
     model, tok = load_model(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
     if adapter is not None:
+        from peft import PeftModel
         model = PeftModel.from_pretrained(model, str(adapter))
     return model, tok
 

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteriaList
-from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .data import Conversation
 from .personas import derive_seed, simulate_batch
@@ -87,7 +86,6 @@ def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
 @functools.cache
 def _growing_layer():
     "A `DynamicLayer` that writes new keys and values into spare room (doubling it when full) instead of concatenating."
-    import inspect
     from transformers.cache_utils import DynamicLayer
     with_values = "value_states" in inspect.signature(DynamicLayer.lazy_initialization).parameters  # 5.x; 4.56-4.57: keys only
 
@@ -131,11 +129,13 @@ def cache_reuse_is_exact(model) -> bool:
 
 def _cache_keyword() -> str:
     "What `generate` calls a KV cache, in its arguments and its output: `cache` in transformers 5, `past_key_values` before."
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
 def _generate_lines(model, tokenizer, ids, mask, temperature, max_new_tokens, stops, cache=None):
     "Sample one line per row after `ids` (pads anywhere, masked out), reusing `cache` for the ids it holds: (lines, generate's output)."
+    from transformers import StoppingCriteriaList
     sample = temperature > 0
     reuse = {_cache_keyword(): cache} if cache is not None else {}
     with torch.no_grad(), generation_threads(model):

@@ -24,7 +24,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from fastcore.basics import patch
-from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
@@ -407,6 +406,7 @@ CHECKPOINT_PREFIX = "checkpoint_"
 def load_adapter(path, # a checkpoint (or any folder with `adapter/adapter_model.safetensors`)
                  model) -> None: # a peft model
     "Load a checkpoint's LoRA weights (safetensors) into `model`, refusing weights that do not fit it."
+    from peft import set_peft_model_state_dict
     path = Path(path)
     weights = load_file(path / "adapter" / "adapter_model.safetensors", device=str(next(model.parameters()).device))
     unexpected = getattr(set_peft_model_state_dict(model, weights), "unexpected_keys", [])

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-import ppg_nb.evaluate as E
+import ppg_nb.rollout as E
 from ppg_nb.model import add_lora, cpu_description, load_model, token_logprobs
 from ppg_nb.credit import conversation_returns
 from ppg_nb.render import collate, encode_conversations
