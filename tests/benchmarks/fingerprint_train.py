@@ -39,6 +39,7 @@ def fingerprint(name: str) -> dict:
         log = [{k: v for k, v in json.loads(line).items() if not k.startswith(UNTIMED)} for line in open(f"{d}/run/log.jsonl")]
         adapter = hashlib.sha256(Path(f"{d}/run/adapter/adapter_model.safetensors").read_bytes()).hexdigest()
         kept = {k: v for k, v in result.to_dict().items() if k not in ("seconds", "peak_memory_mb", "output", "tokens_per_s", "config")}
+        kept["base_model"] = Path(kept["base_model"]).name          # the base's name, not where this checkout keeps it
         return json.loads(json.dumps({"log": log, "adapter": adapter, "result": kept}, default=str))
 
 
