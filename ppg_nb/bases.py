@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 import torch
-import transformers
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
@@ -42,6 +41,7 @@ BASE_RECIPE_VERSION = 3
 
 def base_recipe(domain: str, n_conversations: int, steps: int, seed: int) -> dict:
     "Everything that determines the embedded base model (hashed into its cache key); the same in every process."
+    import transformers                              # for its version (importing it takes 0.4 s)
     return dict(domain=domain, n_conversations=n_conversations, steps=steps, seed=seed, arch=BASE_ARCH, train=BASE_TRAIN,
                 recipe_version=BASE_RECIPE_VERSION, torch=torch.__version__.split("+")[0],
                 transformers=transformers.__version__, tokenizers=tokenizers.__version__)

@@ -18,7 +18,6 @@ import typing
 from pathlib import Path
 
 import torch
-from transformers.utils import logging as transformers_logging
 
 from . import experiments as ex
 from .bases import embedded_base, weight_difference
@@ -399,6 +398,7 @@ def run_experiments_cli(args) -> int:
         print(ex.plan_text(spec, args.studies))
         return 0
     if args.output is None: args.output = Path("runs") / f"experiments-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from transformers.utils import logging as transformers_logging   # (0.5 s to import: only when experiments run)
     transformers_logging.disable_progress_bar()              # dozens of runs: one "Loading weights" bar each says nothing
     try: out = ex.run_experiments(spec, args.output, command=experiments_command(args), studies=args.studies or ex.STUDIES)
     except KeyboardInterrupt:
