@@ -14,7 +14,7 @@ from .data import Conversation
 
 # %% auto #0
 __all__ = ['SYSTEM_TEMPLATE', 'system_prompt', 'to_messages', 'supports_system_role', 'agent_char_spans', 'tokenize_spans',
-           'Example', 'EncodeStats', 'encode_conversation', 'Batch', 'collate', 'check_conversations',
+           'Example', 'EncodeStats', 'encode_conversation', 'Batch', 'turn_weights', 'collate', 'check_conversations',
            'encode_conversations']
 
 # %% ../nbs/08_render.ipynb #e4c59061
@@ -181,28 +181,36 @@ class Batch:
         return Batch(*(None if (v := getattr(self, k)) is None else v.to(device) for k in self.__dataclass_fields__))
 
 
+def turn_weights(examples: list[Example], # the batch
+                 returns: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: # `(n_conversations, J)`; None: ones
+    "`(B, J)` each example's turn returns (0 where it does not train the turn) and the bool mask of the turns it trains."
+    J = returns.shape[1] if returns is not None else 1 + max(max(ex.turns, default=0) for ex in examples)
+    tmask = torch.zeros(len(examples), J, dtype=torch.bool)
+    for b, ex in enumerate(examples): tmask[b, ex.turns] = True
+    conv = torch.tensor([ex.conv_index for ex in examples])
+    G = returns[conv].float() if returns is not None else torch.ones(len(examples), J)
+    return G * tmask, tmask
+
+
 def collate(examples: list[Example], # the batch
             pad_id: int, # tokenizer.pad_token_id
             returns: torch.Tensor | None = None): # `(n_conversations, J)` turn returns; None: all ones (SFT)
     "Pad examples to one `Batch`."
     T = max(len(ex.input_ids) for ex in examples)
-    J = returns.shape[1] if returns is not None else 1 + max(max(ex.turns, default=0) for ex in examples)
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
     att = torch.zeros(len(examples), T, dtype=torch.long)
     turn = torch.full((len(examples), T), -1, dtype=torch.long)
-    tmask = torch.zeros(len(examples), J, dtype=torch.bool)
     for b, ex in enumerate(examples):
         n = len(ex.input_ids)
         ids[b, :n] = torch.tensor(ex.input_ids); att[b, :n] = 1; turn[b, :n] = torch.tensor(ex.turn_of_token)
-        tmask[b, ex.turns] = True
+    G, tmask = turn_weights(examples, returns)
     conv = torch.tensor([ex.conv_index for ex in examples])
-    G = returns[conv].float() if returns is not None else torch.ones(len(examples), J)
     sampled = None
     if all(ex.sampled_logprobs is not None for ex in examples):
         sampled = torch.zeros(len(examples), T)
         for b, ex in enumerate(examples): sampled[b, :len(ex.input_ids)] = torch.tensor(ex.sampled_logprobs)
         sampled = sampled[:, 1:].contiguous()
-    return Batch(ids, att, turn[:, 1:].contiguous(), G * tmask, tmask, conv, sampled)
+    return Batch(ids, att, turn[:, 1:].contiguous(), G, tmask, conv, sampled)
 
 # %% ../nbs/08_render.ipynb #d895c539
 def check_conversations(conversations, # the data

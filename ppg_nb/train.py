@@ -39,7 +39,7 @@ from .personas import DOMAINS, derive_seed, make_dataset, sample_personas
 from .model import (add_lora, check_model_source, last_hidden_states, lean_logprobs_error, load_model, output_logits,
                           refresh_every, working)
 from .credit import BASELINES, Advantages, conversation_returns
-from .render import Batch, EncodeStats, check_conversations, collate, encode_conversations
+from .render import Batch, EncodeStats, check_conversations, collate, encode_conversations, turn_weights
 
 # %% auto #0
 __all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'SECTIONS', 'CHECKPOINT_PREFIX', 'ModelConfig',
@@ -741,12 +741,12 @@ def ppg_step(run, step: int) -> dict:
     convs = run.score(sample.conversations)              # 2. judge: a reward r_t per agent turn (offline: the logged ones)
     scored = time.perf_counter()
     returns = run.credit(convs)                          # 3. partial returns G_t = sum over R_t of gamma^(i-t) r_i, (N, J)
-    whole = collate(sample.examples, pad_id, returns)
+    turn_returns, turn_mask = turn_weights(sample.examples, returns)   # (N, J), the step's whole batch (no tokens padded)
     batches = [collate([sample.examples[i] for i in part], pad_id, returns).to(accelerator.device) for part in sample.parts]
     for hook in hooks: hook.read(run, batches)           #    before any update: the critic's V(s_t), pi_ref's log-probs
-    G = whole.turn_returns
+    G = turn_returns
     for hook in hooks: G = hook.baseline(G, sample.parts)
-    advantages = run.adv_fn(G, whole.turn_mask).to(accelerator.device)  # 4. A_t = G_t - b_t, once over the step's batch
+    advantages = run.adv_fn(G, turn_mask).to(accelerator.device)  # 4. A_t = G_t - b_t, once over the step's batch
     losses, norms, deviations = [], [], []
     for ppo_pass in range(config.ppo_epochs):
         for i, (part, batch) in enumerate(zip(sample.parts, batches)):
@@ -770,7 +770,7 @@ def ppg_step(run, step: int) -> dict:
               "train/sequences": len(sample.examples) * config.ppo_epochs,
               "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
               "train/agent_tokens": sum(b.n_tokens for b in batches) * config.ppo_epochs,
-              "train/mean_return": float(whole.turn_returns.sum() / whole.turn_mask.sum().clamp(min=1))}
+              "train/mean_return": float(turn_returns.sum() / turn_mask.sum().clamp(min=1))}
     if sample.generate_s is not None: record.update(rollout_record(convs, sample, deviations, started, scored))
     for hook in hooks: record.update(hook.record())
     return record
