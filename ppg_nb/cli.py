@@ -24,7 +24,7 @@ from .bases import embedded_base, weight_difference
 from .core import credit_figure, credit_matrix, credit_svg, credit_text, partial_returns, policy_label
 from .data import consistent_llms_dir, save_conversations, split_by_persona
 from .decompose import decompose_rewards
-from .experiments import versions
+from .results import versions
 from .judge import is_judge_spec, judge_agreement, load_judge, RuleJudge, train_judge
 from .model import working
 from .personas import DOMAINS

@@ -5,15 +5,12 @@
 # %% ../nbs/13_experiments.ipynb #eb570a13
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
 import os
-import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,16 +28,17 @@ from .data import save_conversations
 from .evaluate import evaluate
 from .model import load_model
 from .personas import DOMAINS
+from .results import now, ResultsFolder, ResultsTable, versions
 from .train import EMBEDDED, config_differences, train, TrainConfig
 
 # %% auto #0
 __all__ = ['SEGMENT_LENGTH', 'PPO_EPOCHS', 'PPO_CLIP', 'KL_COEF', 'PPG_CLASSES', 'CLIPPED', 'METHODS', 'QUICK', 'FULL',
            'TOKENS_PER_TURN', 'STUDIES', 'COLUMNS', 'PAPER_KS', 'method_config', 'scaling_method', 'ExperimentSpec',
-           'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows', 'versions',
-           'open_output', 'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table',
-           'format_table', 'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'auto_vs_fixed', 'progress',
-           'method_K', 'pc_residuals', 'paired_gap', 'ingredient_gaps', 'table_figure', 'scaling_figure',
-           'best_k_figure', 'length_figure', 'pc_residual_figure', 'Results', 'load_results']
+           'run_name', 'run_config', 'plan', 'plan_text', 'ResultsCSV', 'fixed_k', 'auto_rows', 'open_output',
+           'run_table', 'run_scaling', 'run_length', 'run_experiments', 'summarize_table', 'format_table',
+           'best_k_table', 'check_claims', 'claims_text', 'targets_met', 'auto_vs_fixed', 'progress', 'method_K',
+           'pc_residuals', 'paired_gap', 'ingredient_gaps', 'table_figure', 'scaling_figure', 'best_k_figure',
+           'length_figure', 'pc_residual_figure', 'Results', 'load_results']
 
 # %% ../nbs/13_experiments.ipynb #159275b7
 SEGMENT_LENGTH = 3  # turns per segment of the `segment` method
@@ -274,49 +272,11 @@ _TYPES = {"domain": str, "method": str, "seed": int, "N": int, "K": _lookahead, 
 _OPTIONAL = {"chosen": math.nan}  # columns a row may leave out: K='auto' runs fill `chosen`, the mean K they chose
 
 
-class ResultsCSV:
-    "An append-only CSV of one study: which rows are done, and `append` that writes one full line at a time."
+class ResultsCSV(ResultsTable):
+    "One study's table (`COLUMNS[study]`, keyed by `_KEYS[study]`): a `ResultsTable` whose K reads as an integer or 'auto'."
     def __init__(self, path, study: str): # study: a name of `COLUMNS` ("table", "scaling", "length" or "turns")
-        self.path, self.study, self.columns = Path(path), study, COLUMNS[study]
-        self.done = set()
-        if not self.path.exists(): return
-        text = self.path.read_text()
-        if text and not text.endswith("\n"):  # a line cut by a crash: drop it (its run is redone or reused)
-            text = text[:text.rfind("\n") + 1]
-            self.path.write_text(text)
-        lines = text.splitlines()
-        if lines and tuple(lines[0].split(",")) != self.columns:
-            raise ValueError(f"{self.path}: header {lines[0]!r} is not {','.join(self.columns)}: not a {study} results file")
-        for k, row in enumerate(csv.DictReader(lines)):
-            try: self.done.add(tuple(_TYPES[c](row[c]) for c in _KEYS[study]))
-            except (TypeError, ValueError): raise ValueError(f"{self.path} line {k + 2}: bad row {row}") from None
-
-    def key(self, row: dict) -> tuple: return tuple(_TYPES[c](row[c]) for c in _KEYS[self.study])
-
-    def create(self) -> None:
-        "Write the header of a missing or empty file (before two processes append to it)."
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(",".join(self.columns) + "\n")
-
-    def append(self, *rows: dict) -> None:
-        "Write whole rows (all columns) in one write, and sync them to disk."
-        self.create()
-        lines = []
-        for row in rows:
-            values = [row[c] if c in row else _OPTIONAL[c] for c in self.columns]
-            lines.append(",".join(repr(float(v)) if _TYPES[c] is float else str(v) for c, v in zip(self.columns, values)) + "\n")
-        with self.path.open("a", newline="") as f:
-            f.write("".join(lines)); f.flush(); os.fsync(f.fileno())
-        self.done.update(self.key(row) for row in rows)
-
-    def frame(self) -> pd.DataFrame:
-        "The rows written so far (a scaling file's K: integers and 'auto')."
-        dtypes = {c: object if _TYPES[c] is _lookahead else _TYPES[c] for c in self.columns}
-        if not self.path.exists(): return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
-        df = pd.read_csv(self.path, dtype={c: str if t is object else t for c, t in dtypes.items()})
-        if "K" in df: df["K"] = df.K.map(_lookahead).astype(object)
-        return df
+        self.study = study
+        super().__init__(path, COLUMNS[study], _KEYS[study], _TYPES, _OPTIONAL)
 
 
 def fixed_k(scaling: pd.DataFrame) -> pd.DataFrame:
@@ -328,59 +288,17 @@ def auto_rows(scaling: pd.DataFrame) -> pd.DataFrame:
     "The scaling rows of K = 'auto' (their `chosen` column: the mean K chosen over the run's steps)."
     return scaling[scaling.K == AUTO].reset_index(drop=True)
 
-# %% ../nbs/13_experiments.ipynb #74b456dd
-def versions(results=None, # a results folder whose own files, rewritten as runs finish, do not make the tree dirty
-            ) -> dict:
-    "Versions of what produced a result, and where it ran (git: the commit, '+dirty' when tracked code differs from it)."
-    import peft, transformers
-    v = dict(ppg_nb=ppg_nb.__version__, torch=torch.__version__, transformers=transformers.__version__,
-             peft=peft.__version__, python=platform.python_version(), platform=platform.platform(),
-             device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)")
-    try:
-        root = Path(ppg_nb.__file__).resolve().parents[1]
-        git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-        skip = None if results is None else Path(results).resolve()
-        changed = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
-        changed = [c for c in changed if skip is None or skip not in (root / c).resolve().parents]
-        if git.returncode == 0: v["git"] = git.stdout.strip() + ("+dirty" if changed else "")
-    except (OSError, subprocess.SubprocessError): pass
-    return v
-
 # %% ../nbs/13_experiments.ipynb #58dba704
-def _now() -> str: return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def open_output(spec: ExperimentSpec, # the experiment about to run
                 output, # the results folder (created)
                 command: str | None = None, # the command line that runs it, recorded in meta.json
-               ) -> dict: # the meta.json content, already written
+               ) -> ResultsFolder: # its meta.json already written
     "Create or reopen a results folder for `spec`; refuse one holding another mode, another spec or anything else."
-    out = Path(output)
-    meta_file = out / "meta.json"
-    if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        if meta.get("mode") != spec.name:
-            raise ValueError(f"output {str(out)!r} holds {meta.get('mode')!r} results, not {spec.name!r}: "
-                             f"choose another output directory (modes never mix)")
-        old, new = meta["spec"], spec.to_dict()
-        diff = [k for k in _DEFINING if old.get(k) != new[k]]
-        if diff: raise ValueError(f"output {str(out)!r} holds {spec.name} results of another spec ("
-                                  + ", ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in diff)
-                                  + "): choose another output directory")
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"output {str(out)!r} is not empty and holds no experiments (no meta.json): choose a new directory")
-    else: meta = {"mode": spec.name, "commands": []}
-    v = versions(out)
-    meta.update(spec=spec.to_dict(), versions=v, date=meta.get("date", _now()), complete=False)
-    meta["commands"].append(dict(command=command or f"ppg_nb.experiments on {spec.name}", started=_now(), finished=None,
-                                 versions=v))
-    meta["command"] = meta["commands"][-1]["command"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ".gitignore").write_text("# training runs (adapters, logs): large and reproducible from meta.json\nruns/\n")
-    for name in COLUMNS: ResultsCSV(out / f"{name}.csv", name).create()  # headers first: processes may share the folder
-    meta_file.write_text(json.dumps(meta, indent=1))
-    return meta
+    folder = ResultsFolder(output, "experiments", spec.to_dict(), defining=_DEFINING,
+                           command=command or f"ppg_nb.experiments on {spec.name}")
+    folder.update(mode=spec.name, command=folder.meta["commands"][-1]["command"], complete=False)
+    for name in COLUMNS: ResultsCSV(folder.path / f"{name}.csv", name).create()  # headers first: processes may share the folder
+    return folder
 
 # %% ../nbs/13_experiments.ipynb #59fec293
 def _device() -> str:
@@ -398,9 +316,8 @@ def _same_config(saved: dict, config: TrainConfig, where: Path) -> None:
 class _Runner:
     "Runs the rows of a spec into a results folder, skipping rows already there and reusing finished runs."
     def __init__(self, spec: ExperimentSpec, output, command: str | None = None, log=print):
-        self.spec, self.out = spec, Path(output)
-        self.meta = open_output(spec, self.out, command)
-        self.command_index = len(self.meta["commands"]) - 1  # this command's entry (another command may append later)
+        self.spec, self.folder = spec, open_output(spec, output, command)
+        self.out = self.folder.path
         self.log, self.verbose = log or (lambda *a, **k: None), log is not None
         self.trained, self.reused = 0, 0
         self._models, self._base, self._before = {}, {}, {}
@@ -493,17 +410,25 @@ _Runner.trained_run, _Runner.write_run_samples = _trained, _write_run_samples
 def _run_study(self: _Runner, study: str) -> pd.DataFrame:
     "Run every missing row of one study, appending each to `<study>.csv` as it finishes; return the whole CSV."
     rows = plan(self.spec)
-    rows = rows[rows.study == study]
-    f = ResultsCSV(self.out / f"{study}.csv", study)
-    turns = ResultsCSV(self.out / "turns.csv", "turns")
-    todo = [r for r in rows.itertuples(index=False) if f.key(r._asdict()) not in f.done]
+    rows = list(rows[rows.study == study].itertuples(index=False))
+    f, turns = ResultsCSV(self.out / f"{study}.csv", study), ResultsCSV(self.out / "turns.csv", "turns")
+    todo = [r for r in rows if f.key(r._asdict()) not in f.done]
     if len(todo) < len(rows): self.log(f"{study}: {len(rows) - len(todo)} of {len(rows)} rows already in {f.path}")
-    for r in rows.itertuples(index=False):  # rows done before turns.csv existed: their runs' result.json still has the turns
+    for r in rows:  # rows done before turns.csv existed: their runs' result.json still has the turns
         if r.method == "base" or f.key(r._asdict()) not in f.done: continue
         if turns.key(dict(r._asdict(), turn=1)) in turns.done: continue          # recorded: no file to read
         result = self.out / "runs" / run_name(r.domain, r.method, r.N, r.n_turns, r.seed) / "result.json"
         if result.is_file(): self.record_turns(turns, r, json.loads(result.read_text())["pc_by_turn_after"])
-    for i, r in enumerate(todo, 1):
+    held = [r for r in todo if not self.run_row(study, f, turns, r, wait=False)]  # another process runs these now
+    for r in held: self.run_row(study, f, turns, r, wait=True)                   # so they come last, when it is done
+    return f.frame()
+
+# %% ../nbs/13_experiments.ipynb #f816d67e
+def _run_row(self: _Runner, study: str, f: ResultsCSV, turns: ResultsCSV, r, wait: bool) -> bool:
+    "Run plan row `r` and append it; False (nothing done) when another process holds its run and `wait` is False."
+    with self.folder.claim(run_name(r.domain, r.method, r.N, r.n_turns, r.seed), wait=wait) as mine:
+        if not mine: return False
+        if f.key(r._asdict()) in f.refresh(): return True                        # written by another process meanwhile
         t0 = time.time()
         if r.method == "base":
             pc, seconds, by_turn = self.base_eval(r.domain, r.n_turns, r.seed); how = "base model"
@@ -514,36 +439,31 @@ def _run_study(self: _Runner, study: str) -> pd.DataFrame:
         chosen = float(np.mean(saved["chosen_K"])) if r.method != "base" and saved.get("chosen_K") else math.nan
         self.record_turns(turns, r, by_turn)
         f.append(dict(r._asdict(), pc=pc, seconds=seconds, chosen=chosen))
-        self.log(f"[{study} {i}/{len(todo)}] {r.domain} {r.method} N={r.N} T={r.n_turns} seed={r.seed}: PC {pc:.3f} "
-                 f"({how}, {time.time() - t0:.0f} s; {time.time() - self.started:.0f} s in all)")
-    return f.frame()
+        self.log(f"[{study} {len(f.done)}/{len(plan(self.spec).query('study == @study'))}] {r.domain} {r.method} N={r.N} "
+                 f"T={r.n_turns} seed={r.seed}: PC {pc:.3f} ({how}, {time.time() - t0:.0f} s; {time.time() - self.started:.0f} s in all)")
+    return True
 
 
 def _record_turns(self: _Runner, turns: ResultsCSV, r, by_turn: list) -> None:
     "Append the per-turn PC of row `r`'s run (or base evaluation) to turns.csv, once per run."
     rows = [dict(domain=r.domain, method=r.method, N=r.N, n_turns=r.n_turns, seed=r.seed, turn=t, pc=pc)
             for t, pc in enumerate(by_turn, 1)]
-    rows = [row for row in rows if turns.key(row) not in turns.done]
+    rows = [row for row in rows if turns.key(row) not in turns.refresh()]
     if rows: turns.append(*rows)
 
 
-_Runner.run_study, _Runner.record_turns = _run_study, _record_turns
+_Runner.run_study, _Runner.run_row, _Runner.record_turns = _run_study, _run_row, _record_turns
 
 # %% ../nbs/13_experiments.ipynb #7bd312a3
 def _finish(runner: _Runner) -> dict:
     "Mark this command in meta.json finished (and the folder complete when every planned row is there)."
-    meta_file = runner.out / "meta.json"
-    meta = json.loads(meta_file.read_text())
-    meta["commands"][runner.command_index].update(finished=_now(), trained=runner.trained, reused=runner.reused,
-                                                 seconds=round(time.time() - runner.started, 1))
     p = plan(runner.spec)
     complete = True
     for study in STUDIES:
         f = ResultsCSV(runner.out / f"{study}.csv", study)
         complete &= all(f.key(r._asdict()) in f.done for r in p[p.study == study].itertuples(index=False))
-    meta["complete"] = complete
-    meta_file.write_text(json.dumps(meta, indent=1))
-    return meta
+    return runner.folder.update(entry=dict(finished=now(), trained=runner.trained, reused=runner.reused,
+                                           seconds=round(time.time() - runner.started, 1)), complete=complete)
 
 
 def _run_one(study: str, spec: ExperimentSpec, output, command: str | None, log) -> pd.DataFrame:

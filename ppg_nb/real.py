@@ -9,8 +9,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +19,15 @@ import torch
 
 from .data import conversation_to_dict, load_conversations, save_conversations, split_by_persona
 from .evaluate import judged_pc, label_shift, line_logprobs
-from .experiments import method_config, versions
+from .experiments import method_config
 from .judge import load_judge
 from .model import load_model, model_path
-from .train import load_data, TrainConfig
+from .results import ResultsFolder
+from .train import load_data, train, TrainConfig
 
 # %% auto #0
-__all__ = ['REAL_FULL', 'REAL_QUICK', 'REAL_COLUMNS', 'PC_COLUMNS', 'RealSpec', 'real_data', 'run_real', 'run_real_pc',
-           'summarize_real', 'real_figure']
+__all__ = ['REAL_FULL', 'REAL_QUICK', 'REAL_COLUMNS', 'PC_COLUMNS', 'RealSpec', 'real_data', 'open_real', 'run_real',
+           'run_real_pc', 'summarize_real', 'real_figure']
 
 # %% ../nbs/15_real.ipynb #1d18f8a1
 @dataclass(frozen=True)
@@ -67,17 +66,7 @@ REAL_QUICK = RealSpec("quick", train_file="chatting_sample.json", unseen_file="e
 REAL_COLUMNS = ("method", "seed", "auc_held_out", "auc_unseen", "change_consistent_held_out", "change_inconsistent_held_out",
                 "change_consistent_unseen", "change_inconsistent_unseen", "n_held_out", "n_unseen", "steps", "seconds",
                 "peak_memory_mb")
-
-
-def _cli_flags(overrides: dict) -> list[str]:
-    "`ppg_nb train` flags for `TrainConfig` overrides (None values are the defaults and are left out)."
-    flags = []
-    for k, v in overrides.items():
-        if v is None: continue
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool): flags += [flag] if v else ["--no-" + k.replace("_", "-")]
-        else: flags += [flag, str(v)]
-    return flags
+_REAL_TYPES = {c: float for c in REAL_COLUMNS} | {"method": str, "seed": int, "n_held_out": int, "n_unseen": int, "steps": int}
 
 
 def _check_data_dir(spec: RealSpec, data_dir) -> None:
@@ -124,24 +113,26 @@ def _keyed(lp: dict) -> list: return [[c, t, v] for (c, t), v in sorted(lp.items
 def _unkeyed(rows: list) -> dict: return {(c, t): v for c, t, v in rows}
 
 # %% ../nbs/15_real.ipynb #648ad84f
-def _open(spec: RealSpec, out: Path, command: str | None) -> dict:
-    "Create or reopen the results folder; refuse one holding another spec."
-    meta_file = out / "meta.json"
-    if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        if meta["spec"] != spec.to_dict():
-            diff = {k: (meta["spec"].get(k), v) for k, v in spec.to_dict().items() if meta["spec"].get(k) != v}
-            raise ValueError(f"{out} holds results of another real spec ({diff}: there, now): choose another output directory")
-    elif out.exists() and any(out.iterdir()): raise ValueError(f"output {str(out)!r} is not empty and holds no meta.json")
-    else: meta = {"spec": spec.to_dict(), "commands": [], "runs": {}}
-    meta["commands"].append(dict(command=command or f"ppg_nb.real.run_real on {spec.name}", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 finished=None, versions=versions()))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ".gitignore").write_text("# derived from the Consistent-LLMs files (not ours to ship) and training runs\ndata/\nruns/\n")
-    meta_file.write_text(json.dumps(meta, indent=1))
-    return meta
+def open_real(spec: RealSpec, # the experiment
+              output, # its results folder
+              command: str | None = None) -> ResultsFolder: # the command line, recorded in meta.json
+    "Create or reopen the results folder of `spec` (a `ppg_nb.results.ResultsFolder` of kind 'real'); refuse one of another spec."
+    return ResultsFolder(output, "real", spec.to_dict(), command=command or f"ppg_nb.real.run_real on {spec.name}",
+                         ignore=("data/", "runs/"))  # data/: derived from the Consistent-LLMs files (not ours to ship)
 
 
+def _trained(spec: RealSpec, method: str, seed: int, train_file: Path, run_dir: Path, log) -> dict:
+    "The `result.json` of one method and seed, trained here (in this process) unless it is there; a cut run resumes."
+    if not (run_dir / "result.json").exists():
+        config = TrainConfig(data=str(train_file), output=str(run_dir), **spec.train_overrides(method, seed))
+        log(f"[{method} seed {seed}] training into {run_dir}")
+        if list((run_dir / "checkpoints").glob("checkpoint_*[0-9]")): train(config, resume_from=str(run_dir))
+        else:
+            if run_dir.exists(): shutil.rmtree(run_dir)                     # cut before its first checkpoint: start over
+            train(config)
+    return json.loads((run_dir / "result.json").read_text())
+
+# %% ../nbs/15_real.ipynb #ac366036
 def run_real(spec: RealSpec, # the experiment
              data_dir, # the folder holding the Consistent-LLMs files (e.g. $PPG_DATA/full)
              output, # the results folder: real.csv, base_logprobs.json, meta.json (commands), runs/ (adapters, not committed)
@@ -150,7 +141,7 @@ def run_real(spec: RealSpec, # the experiment
     "Train every method and seed offline on the same data and steps; the judge-free measure on held-out and unseen lines; resumable."
     out = Path(output)
     if not (out / "data" / "train.jsonl").exists(): _check_data_dir(spec, data_dir)   # before meta.json is written
-    meta = _open(spec, out, command)
+    folder = open_real(spec, out, command)
     paths = real_data(spec, data_dir, out)
     convs = {k: load_conversations(paths[k]) for k in ("held_out", "unseen")}
     model_dir = model_path(spec.model)                                  # a named model is converted once, here
@@ -158,33 +149,22 @@ def run_real(spec: RealSpec, # the experiment
     if not base_file.exists():
         base_file.write_text(json.dumps({k: _keyed(v) for k, v in _logprobs(model_dir, None, convs, spec).items()}))
     base = {k: _unkeyed(v) for k, v in json.loads(base_file.read_text()).items()}
-    table = out / "real.csv"
-    done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=REAL_COLUMNS)
+    table = folder.table("real", REAL_COLUMNS, key=("method", "seed"), types=_REAL_TYPES)
     for seed, method in [(s, m) for s in spec.seeds for m in spec.methods]:  # seed by seed: a cut run leaves equal seeds
-        if ((done["method"] == method) & (done["seed"] == seed)).any(): continue
-        run_dir = out / "runs" / f"{method}-s{seed}"
-        if not (run_dir / "result.json").exists():
-            if run_dir.exists(): shutil.rmtree(run_dir)  # a run cut off: redo it
-            argv = ["ppg_nb", "train", "--data", str(paths["train"]), "--output", str(run_dir), *_cli_flags(spec.train_overrides(method, seed))]
-            log(f"[{method} seed {seed}] $ {' '.join(argv)}")
-            done_run = subprocess.run([sys.executable, "-m", "ppg_nb", *argv[1:]], capture_output=True, text=True)
-            if done_run.returncode != 0: raise RuntimeError(f"{method} seed {seed} failed:\n{done_run.stderr[-3000:]}")
-            meta["runs"][f"{method}-s{seed}"] = " ".join(argv)
-            (out / "meta.json").write_text(json.dumps(meta, indent=1))
-        result = json.loads((run_dir / "result.json").read_text())
-        after = _logprobs(model_dir, run_dir / "adapter", convs, spec)
-        shift = {k: label_shift(base[k], after[k], convs[k]) for k in convs}
-        row = dict(method=method, seed=seed, auc_held_out=shift["held_out"]["label_auc"], auc_unseen=shift["unseen"]["label_auc"],
-                   **{f"change_{w}_{k}": shift[k][f"change_{w}"] for k in convs for w in ("consistent", "inconsistent")},
-                   n_held_out=shift["held_out"]["n_lines"], n_unseen=shift["unseen"]["n_lines"], steps=result["steps"],
-                   seconds=result["seconds"], peak_memory_mb=result["peak_memory_mb"])
-        done = pd.concat([done, pd.DataFrame([row])[list(REAL_COLUMNS)]], ignore_index=True)
-        done.to_csv(table, index=False)                                  # one row at a time: a cut run loses one run at most
+        with folder.claim(f"{method}-s{seed}", wait=True):                   # another process on this folder: one at a time
+            if (method, seed) in table.refresh(): continue
+            result = _trained(spec, method, seed, paths["train"], out / "runs" / f"{method}-s{seed}", log)
+            after = _logprobs(model_dir, out / "runs" / f"{method}-s{seed}" / "adapter", convs, spec)
+            shift = {k: label_shift(base[k], after[k], convs[k]) for k in convs}
+            row = dict(method=method, seed=seed, auc_held_out=shift["held_out"]["label_auc"], auc_unseen=shift["unseen"]["label_auc"],
+                       **{f"change_{w}_{k}": shift[k][f"change_{w}"] for k in convs for w in ("consistent", "inconsistent")},
+                       n_held_out=shift["held_out"]["n_lines"], n_unseen=shift["unseen"]["n_lines"], steps=result["steps"],
+                       seconds=result["seconds"], peak_memory_mb=result["peak_memory_mb"])
+            table.append(row)                                              # one row at a time: a cut run loses one run at most
         log(f"[{method} seed {seed}] judge-free AUC held-out {row['auc_held_out']:.3f}, unseen {row['auc_unseen']:.3f}; "
             f"{row['seconds']:.0f} s, {row['peak_memory_mb'] / 1024:.1f} GiB")
-    meta["commands"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return done
+    folder.finish()
+    return table.frame()
 
 # %% ../nbs/15_real.ipynb #f38fd395
 PC_COLUMNS = ("method", "seed", "judge", "pc", "pc_by_turn", "n_conversations", "seconds")
@@ -203,14 +183,14 @@ def run_real_pc(spec: RealSpec, # the experiment `run_real` ran
                 command: str | None = None, log=print) -> pd.DataFrame:
     "Judged PC of the base model and of every trained run: each writes the persona's lines of held-out conversations; resumable."
     out = Path(output)
-    meta = json.loads((out / "meta.json").read_text())
-    if meta["spec"] != spec.to_dict(): raise ValueError(f"{out} holds results of another real spec")
+    if not (out / "meta.json").exists(): raise ValueError(f"{out} holds no real results: run `run_real` (ppg_nb real) first")
+    folder = open_real(spec, out, command or f"ppg_nb.real.run_real_pc(judge={judge!r})")
     logged = load_conversations(out / "data" / "held_out.jsonl")[:n_conversations]
-    table, judge_obj, model_dir = out / "pc.csv", load_judge(judge), model_path(spec.model)
-    done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=PC_COLUMNS)
+    judge_obj, model_dir = load_judge(judge), model_path(spec.model)
+    table = folder.table("pc", PC_COLUMNS, key=("method", "seed"), types=dict(seed=int, pc=float, n_conversations=int, seconds=float))
     (out / "samples").mkdir(exist_ok=True)
     for method, seed in [("base", s) for s in spec.seeds] + [(m, s) for m in spec.methods for s in spec.seeds]:
-        if ((done["method"] == method) & (done["seed"] == seed)).any(): continue
+        if (method, seed) in table.refresh(): continue
         adapter = None if method == "base" else out / "runs" / f"{method}-s{seed}" / "adapter"
         if adapter is not None and not adapter.exists(): continue          # not trained yet
         start = time.time()
@@ -219,13 +199,10 @@ def run_real_pc(spec: RealSpec, # the experiment `run_real` ran
                    n_conversations=len(logged), seconds=time.time() - start)
         if seed == spec.seeds[0]:
             (out / "samples" / f"{method}.json").write_text(json.dumps([conversation_to_dict(c) for c in ev.conversations[:3]], indent=1))
-        done = pd.concat([done, pd.DataFrame([row])[list(PC_COLUMNS)]], ignore_index=True)
-        done.to_csv(table, index=False)
+        table.append(row)
         log(f"[{method} seed {seed}] judged PC {ev.pc:.3f} ({row['seconds']:.0f} s)")
-    meta.setdefault("pc_commands", []).append(dict(command=command or f"ppg_nb.real.run_real_pc(judge={judge!r})", versions=versions(),
-                                                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return done
+    folder.finish()
+    return table.frame()
 
 # %% ../nbs/15_real.ipynb #5ffd6f51
 def _se(x) -> float: return float(x.std(ddof=1) / len(x) ** 0.5) if len(x) > 1 else float("nan")

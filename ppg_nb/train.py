@@ -47,7 +47,8 @@ __all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY',
            'load_data', 'RunData', 'run_data', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
            'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'minibatches', 'StepHook',
            'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'sample_rollouts', 'sample_logged',
-           'logged_rewards', 'ppg_step', 'apply_update', 'rollout_record', 'Run', 'peak_memory_mb', 'train']
+           'logged_rewards', 'ppg_step', 'apply_update', 'rollout_record', 'Run', 'reset_peak_memory', 'peak_memory_mb',
+           'train']
 
 # %% ../nbs/10_train.ipynb #1d7c65b7
 MODES = ("offline", "online")
@@ -1007,10 +1008,19 @@ def _evaluate_into(run: Run, when: str) -> None:
     run.accelerator.wait_for_everyone()
 
 
+def reset_peak_memory() -> None:
+    "Measure the peak anew from here (one run in a process that ran others): CUDA's counter, and Linux's VmHWM on CPU."
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+    try: Path("/proc/self/clear_refs").write_text("5")                   # sets VmHWM to the current resident set
+    except OSError: pass                                                 # not Linux: the peak counts from process start
+
+
 def peak_memory_mb(device) -> float:
-    "Peak memory of this process so far in MiB: CUDA's peak allocation on a GPU, the peak resident set size on CPU."
+    "Peak memory since `reset_peak_memory` (or process start) in MiB: CUDA's peak allocation on a GPU, the peak resident set on CPU."
     if torch.device(device).type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    status = Path("/proc/self/status")
+    hwm = [line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:")] if status.exists() else []
+    return int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _finish(run: Run, seconds: float) -> TrainResult:
@@ -1039,6 +1049,7 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
           **overrides) -> TrainResult: # `TrainConfig` fields replacing those of `config`
     "Fine-tune a causal LM with partial policy gradients (offline or online), evaluate PC before and after, save the adapter."
     started = time.time()
+    reset_peak_memory()                                                  # this run's peak, whatever ran before it here
     config = TrainConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)  # validated again
     out, ckpt = _check_output(config)                                    # 1. check, before any model is loaded
     data = run_data(config)                                              # (the mode and its data, decided once)

@@ -52,7 +52,7 @@ def test_micro_run_writes_every_file_and_resumes_without_training(tmp_path, cach
     assert meta["mode"] == "micro" and meta["command"] == "test micro" and meta["complete"]
     assert {"ppg_nb", "torch", "transformers", "peft", "python"} <= set(meta["versions"]) and meta["date"]
     assert meta["spec"]["n_train"] == 8 and meta["commands"][-1]["trained"] == 2
-    assert (out / ".gitignore").read_text().strip().endswith("runs/")
+    assert (out / ".gitignore").read_text().splitlines()[1:] == ["runs/", ".locks/"]
     samples = sorted(p.name for p in (out / "samples").iterdir())
     assert f"{run_name('education', 'greedy', 8, 2, 0)}.jsonl" in samples and f"{run_name('education', 'base', 8, 2, 0)}.jsonl" in samples
     # the base row is the pc_before of the trained runs (same model, same held-out personas)
@@ -119,6 +119,29 @@ def test_output_of_another_mode_or_spec_is_refused(tmp_path):
         open_output(type(QUICK)(**{**QUICK.to_dict(), "eval_personas": 3}), tmp_path / "q")
     (tmp_path / "other").mkdir(); (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(ValueError, match="holds no experiments"): open_output(QUICK, tmp_path / "other")
+
+
+def _run_table_in_a_process(out, log_file):
+    "One of two processes that run the same study of the same folder at once."
+    import ppg_nb.experiments as ex
+    with open(log_file, "w") as log: ex.run_table(micro_spec(), out, command=f"process {os.getpid()}", log=lambda line: print(line, file=log, flush=True))
+
+
+def test_two_processes_on_one_study_write_each_row_once_and_train_each_run_once(tmp_path, cache):
+    import multiprocessing
+    from ppg_nb.experiments import plan
+    out, spawn = tmp_path / "res", multiprocessing.get_context("spawn")   # spawn: a fresh interpreter each, as two shells would
+    procs = [spawn.Process(target=_run_table_in_a_process, args=(out, tmp_path / f"log{i}")) for i in range(2)]
+    for p in procs: p.start()
+    for p in procs: p.join(600)
+    assert [p.exitcode for p in procs] == [0, 0], [(tmp_path / f"log{i}").read_text() for i in range(2)]
+    table, spec = pd.read_csv(out / "table.csv"), micro_spec()
+    assert sorted(table.method) == sorted(plan(spec).query("study == 'table'").method)      # every row once
+    turns = pd.read_csv(out / "turns.csv")
+    assert not turns.duplicated(["method", "N", "seed", "turn"]).any() and len(turns) == len(table) * spec.n_turns
+    commands = json.loads((out / "meta.json").read_text())["commands"]
+    assert len(commands) == 2 and all(c["finished"] for c in commands)
+    assert sum(c["trained"] for c in commands) == 2                              # greedy and full, each trained by one process
 
 
 def _scaling(best_by_N, Ks=(1, 2, 4), seeds=(0, 1, 2)):

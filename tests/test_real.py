@@ -13,13 +13,6 @@ DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs fil
 needs_data = pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the Consistent-LLMs files are not shipped")
 
 
-def test_cli_flags_of_overrides():
-    from ppg_nb.real import REAL_FULL, _cli_flags
-    flags = _cli_flags(REAL_FULL.train_overrides("kstep-3", 2))
-    assert flags[flags.index("--policy") + 1] == "kstep" and flags[flags.index("--K") + 1] == "3"
-    assert "--no-progress" in flags and "--max-steps" not in flags and flags[flags.index("--seed") + 1] == "2"
-
-
 @needs_data
 def test_quick_real_experiment_end_to_end_and_resumed(tmp_path, cache_env):
     """`ppg_nb real --quick`: two methods trained, the judge-free measure on held-out and unseen lines; rerun: nothing redone.
@@ -35,8 +28,13 @@ def test_quick_real_experiment_end_to_end_and_resumed(tmp_path, cache_env):
     assert rows["auc_held_out"].between(0, 1).all() and (rows["n_held_out"] > 0).all() and (rows["n_unseen"] > 0).all()
     assert (rows["change_consistent_held_out"] != 0).all()                 # the adapters moved the model
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["commands"][0]["command"].startswith("ppg_nb real --quick") and set(meta["runs"]) == {"greedy-s0", "full-s0"}
+    assert meta["kind"] == "real" and meta["commands"][0]["command"].startswith("ppg_nb real --quick")
+    from ppg_nb.experiments import method_config
+    for method in ("greedy", "full"):                                       # trained in the process, with the spec's settings
+        config = json.loads((out / "runs" / f"{method}-s0" / "config.json").read_text())
+        assert {k: config[k] for k in method_config(method)} == method_config(method)
+        assert (config["seed"], config["max_steps"], config["data"]) == (0, 1, str(out / "data" / "train.jsonl"))
     assert (out / ".gitignore").read_text().count("data/") == 1
     again = subprocess.run(cmd, capture_output=True, text=True, env=cache_env, timeout=900)
-    assert again.returncode == 0 and "$ ppg_nb train" not in again.stdout 
+    assert again.returncode == 0 and "training into" not in again.stdout
     assert pd.read_csv(out / "real.csv").equals(rows)

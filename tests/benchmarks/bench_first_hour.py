@@ -85,7 +85,7 @@ def summary(name: str, command: str, run: dict) -> dict:
 
 def machine() -> dict:
     "The machine and the versions a figure was measured with."
-    from ppg_nb.experiments import versions
+    from ppg_nb.results import versions
     from ppg_nb.model import cpu_description
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return dict(**cpu_description(), memory_gib=round(memory, 1), **versions())

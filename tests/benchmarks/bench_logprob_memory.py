@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         print(f"lean / full {name:>26}: {ratio:.2f} (target <= {target})")
         if ratio > target: missed.append(f"{name}: {ratio:.2f} > {target}")
     if args.save:
-        from ppg_nb.experiments import versions
+        from ppg_nb.results import versions
         args.save.write_text(json.dumps(dict(model=args.model, batch=args.batch, length=args.length, agent_share=args.agent_share,
                                              cases=cases, ratios=ratios, missed=missed, versions=versions(),
                                              date=time.strftime("%Y-%m-%d")), indent=1) + "\n")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ppg_nb.experiments import versions
+from ppg_nb.results import versions
 from ppg_nb.train import TrainConfig, embedded_base
 
 TARGET_GAIN, MAX_SECONDS = 0.10, 300

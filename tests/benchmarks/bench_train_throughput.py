@@ -201,7 +201,7 @@ def main():
     config = TrainConfig(mode="offline", eval_personas=0, progress=False, batch_size=args.batch_size, n_conversations=400,
                          base_conversations=args.base_conversations, base_steps=args.base_steps)
     base = embedded_base(config.domain, config.base_conversations, config.base_steps, config.base_seed, progress=True)
-    from ppg_nb.experiments import versions
+    from ppg_nb.results import versions
     measured_with = versions()  # at the start: the code that runs, whatever is edited while it does
     print(f"embedded base {base.name}; offline: {args.steps} steps of batch {args.batch_size}; {torch.get_num_threads()} threads; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
