@@ -35,8 +35,8 @@ from .personas import DOMAINS, judge_turns, score_conversation, tokenize_words, 
 # %% auto #0
 __all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'DEFAULT_JUDGE_URL',
            'answer_token_ids', 'answer_words', 'LLMJudge', 'tiny_judge_checkpoint', 'judge_agreement',
-           'classifier_input', 'ClassifierJudge', 'judge_examples', 'train_judge', 'parse_remote_spec', 'RemoteJudge',
-           'RuleJudge', 'is_judge_spec', 'load_judge', 'FakeChatServer']
+           'classifier_input', 'ClassifierJudge', 'judge_examples', 'train_judge', 'parse_remote_spec', 'ChatClient',
+           'RemoteJudge', 'RuleJudge', 'is_judge_spec', 'load_judge', 'FakeChatServer']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -420,22 +420,23 @@ def parse_remote_spec(spec) -> tuple[str, str] | None:
 def _sigmoid(x: float) -> float: return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
 
 # %% ../nbs/06_judge.ipynb #3c62908f
-class RemoteJudge(LLMJudge):
-    "The zero-shot judge's questions, asked of an OpenAI-compatible chat server: P(YES) from the answer's first-token log-probs."
+class ChatClient:
+    "Chat completions from an OpenAI-compatible server: retries with backoff, counted requests and tokens, the key from the environment."
     def __init__(self, model: str, # the model name the server knows
                  url: str = DEFAULT_JUDGE_URL, # the API's base URL (ending in /v1)
                  concurrency: int = 8, # requests in flight
                  timeout: float = 60.0, # seconds per request
                  retries: int = 4, # further tries after a 429, a 5xx or a refused connection
-                 backoff: float = 0.5): # seconds before the first retry, doubled each time
+                 backoff: float = 0.5, # seconds before the first retry, doubled each time
+                 what: str = "judge"): # what the server plays, in error messages
         if isinstance(concurrency, bool) or not isinstance(concurrency, numbers.Integral) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         self.model, self.url, self.concurrency, self.timeout, self.retries, self.backoff = model, url.rstrip("/"), int(concurrency), timeout, retries, backoff
-        self._key = os.environ.get("PPG_NB_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        self.counts = {"requests": 0, "retries": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "from_text": 0, "unreadable": 0}
+        self.what, self._key = what, os.environ.get(f"PPG_NB_{what.upper()}_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.counts = {"requests": 0, "retries": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._cache, self._lock = {}, threading.Lock()
 
-    def __repr__(self): return f"RemoteJudge(model={self.model!r}, url={self.url!r})"   # never the key
+    def __repr__(self): return f"{type(self).__name__}(model={self.model!r}, url={self.url!r})"   # never the key
 
     def _post(self, body: dict) -> dict:
         "POST one chat completion; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
@@ -449,20 +450,28 @@ class RemoteJudge(LLMJudge):
             except urllib.error.HTTPError as error:
                 if error.code != 429 and error.code < 500 or attempt == self.retries:
                     detail = error.read().decode("utf-8", "replace")[:200]
-                    raise ValueError(f"judge server {url} answered HTTP {error.code} for model {self.model!r}: {detail}") from None
+                    raise ValueError(f"{self.what} server {url} answered HTTP {error.code} for model {self.model!r}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
                 if attempt == self.retries:
-                    raise ValueError(f"judge server {url} is not reachable ({getattr(error, 'reason', error)}) after "
+                    raise ValueError(f"{self.what} server {url} is not reachable ({getattr(error, 'reason', error)}) after "
                                      f"{self.retries + 1} tries: start it, or name another with openai:MODEL@URL") from None
             with self._lock: self.counts["retries"] += 1
             time.sleep(self.backoff * 2 ** attempt)
         try: reply = json.loads(text); choice = reply["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise ValueError(f"judge server {url} did not answer with a JSON chat completion: {text[:200]!r}") from None
+            raise ValueError(f"{self.what} server {url} did not answer with a JSON chat completion: {text[:200]!r}") from None
         with self._lock:
             self.counts["requests"] += 1
             for k in ("prompt_tokens", "completion_tokens"): self.counts[k] += int((reply.get("usage") or {}).get(k) or 0)
         return choice
+
+
+class RemoteJudge(ChatClient, LLMJudge):
+    "The zero-shot judge's questions, asked of an OpenAI-compatible chat server: P(YES) from the answer's first-token log-probs."
+    def __init__(self, model: str, url: str = DEFAULT_JUDGE_URL, concurrency: int = 8, timeout: float = 60.0, retries: int = 4,
+                 backoff: float = 0.5): # as `ChatClient`
+        super().__init__(model, url, concurrency, timeout, retries, backoff, what="judge")
+        self.counts.update(from_text=0, unreadable=0)   # answers read from the text, and neither YES nor NO
 
     def _ask(self, prompt: str) -> float:
         "P(YES) of one question (cached)."
@@ -532,9 +541,9 @@ def load_judge(spec: str, # "rule", "zero-shot:MODEL", "openai:MODEL[@URL]" or a
 
 # %% ../nbs/06_judge.ipynb #bce77071
 class FakeChatServer:
-    "A stand-in OpenAI-compatible chat server on 127.0.0.1 for tests: `p_yes(prompt)` decides the answer's top log-probs."
-    def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs"):
-        self.p_yes, self.delay, self.mode, self.fail_next = p_yes, delay, mode, []   # mode: logprobs, text, garbage
+    "A stand-in OpenAI-compatible chat server on 127.0.0.1 for tests: `p_yes(prompt)` decides a judge's answer, `reply(messages)` a partner's line."
+    def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs", reply=lambda messages: "Hello."):
+        self.p_yes, self.delay, self.mode, self.fail_next, self.reply = p_yes, delay, mode, [], reply   # mode: logprobs, text, garbage
         self.in_flight = self.max_in_flight = 0; self.requests, self.lock = [], threading.Lock()
         server = self
         class Handler(BaseHTTPRequestHandler):
@@ -548,6 +557,10 @@ class FakeChatServer:
                 time.sleep(server.delay)
                 with server.lock: server.in_flight -= 1
                 if status != 200: self.send_response(status); self.end_headers(); self.wfile.write(b"busy"); return
+                if not body.get("logprobs") and server.mode != "garbage":   # a partner's line, not a judge's YES/NO
+                    payload = json.dumps({"choices": [{"message": {"content": server.reply(body["messages"])}}],
+                                          "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()
+                    self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers(); self.wfile.write(payload); return
                 p = server.p_yes(body["messages"][-1]["content"])
                 top = [{"token": "YES", "logprob": math.log(p)}, {"token": "NO", "logprob": math.log(1 - p)}]
                 answer = {"logprobs": {"message": {"content": "YES" if p >= 0.5 else "NO"}, "logprobs": {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}},

@@ -32,7 +32,8 @@ from .core import check_policy, policy_label
 from .data import Conversation, load_consistent_llms, load_conversations
 from .evaluate import evaluate, judged_pc, label_shift, line_logprobs, persona_consistency
 from .rollout import TokenAgent, replay_logged, rollout
-from .judge import RuleJudge, is_judge_spec, load_judge
+from .judge import RuleJudge, is_judge_spec, load_judge, parse_remote_spec
+from .partner import converse, load_partner
 from .bases import embedded_base, lr_scheduler
 from .loss import NORMALIZE, ValueHead, forward_logprobs, kl_penalty, ppg_loss, ratio_deviation
 from .personas import DOMAINS, derive_seed, make_dataset, sample_personas
@@ -189,8 +190,10 @@ class OnlineConfig:
     mode: str | None = _field(None, "'offline': logged conversations (the paper's setting); 'online': the model writes the "
                                     "agent's turns against the partner simulator, the judge scores them; None: offline when "
                                     "`data` is given, else online (the embedded main job)")
-    partner: str = _field("simulator", "online: who speaks the partner's lines: 'simulator' (the synthetic domain's partner) or "
-                                       "'logged' (the logged partner lines of `data`, replayed while the model writes every agent line)")
+    partner: str = _field("simulator", "online: who speaks the partner's lines: 'simulator' (the synthetic domain's partner), "
+                                       "'logged' (the logged partner lines of `data`, replayed while the model writes every agent line) "
+                                       "or 'openai:MODEL[@URL]' (an LLM on an OpenAI-compatible server answers the model, from the "
+                                       "opening of each conversation of `data`; key from $PPG_NB_PARTNER_API_KEY)")
     judge: str = _field("rule", "online rewards and judged PC: 'rule' (the synthetic domains' rule judge), 'zero-shot:MODEL', "
                                 "'openai:MODEL' or 'openai:MODEL@URL' (an OpenAI-compatible server; key in $PPG_NB_JUDGE_API_KEY) "
                                 "or a folder written by `ppg_nb judge train` (ppg_nb.judge.load_judge)")
@@ -223,12 +226,14 @@ class OnlineConfig:
         if self.K == AUTO:
             _refuse_unless(not online or self.online_batch >= 2,
                            f"K='auto' estimates a variance from each batch: online_batch must be >= 2, got {self.online_batch}")
-        _refuse_unless(self.partner in ("simulator", "logged"), f"partner must be 'simulator' or 'logged', got {self.partner!r}")
+        _refuse_unless(self.partner in ("simulator", "logged") or parse_remote_spec(self.partner) is not None,
+                       f"partner must be 'simulator', 'logged' or 'openai:MODEL[@URL]', got {self.partner!r}")
         if self.data is not None:
-            _refuse_unless(not online or self.partner == "logged", "data is logged conversations: use mode='offline', or "
-                           "partner='logged' to replay their partner lines online")
+            _refuse_unless(not online or self.partner != "simulator", "data is logged conversations: use mode='offline', or "
+                           "partner='logged' to replay their partner lines online (partner='openai:MODEL' to have an LLM answer)")
         _refuse_unless(self.partner == "simulator" or (self.data is not None and online),
-                       "partner='logged' replays the partner lines of `data` online: give data and mode='online'")
+                       "partner='logged' replays the partner lines of `data` online: give data and mode='online'" if self.partner == "logged"
+                       else f"partner={self.partner!r} answers the model from the openings of `data` online: give data and mode='online'")
         _refuse_unless(is_judge_spec(self.judge), f"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL[@URL]' or a folder "
                                                   f"written by `ppg_nb judge train`, got {self.judge!r}")
 
@@ -385,20 +390,23 @@ class RunData:
     "What a run reads, decided once from its config by `run_data`."
     mode: str # 'offline' or 'online': the step `train` runs
     source: str # where the conversations come from, in words (result.json's `data`)
-    logged: list | None = None # offline: the conversations trained on; partner='logged': those whose partner lines are replayed
+    logged: list | None = None # offline: the conversations trained on; online: those whose partner lines are replayed or whose openings a remote partner continues
     held_out: list | None = None # `eval_data`: labelled held-out conversations for the judge-free measure
+    partner: object | None = None # partner='openai:MODEL': the `RemotePartner` that answers the model online
 
 
 def run_data(config: TrainConfig) -> RunData:
     "The mode of `config` and the conversations it reads (loaded and checked, before any model)."
     mode = config.resolved_mode
-    if mode == "offline" or config.partner == "logged": logged, source = load_data(config)
+    if mode == "offline" or config.partner != "simulator": logged, source = load_data(config)
     else: logged, source = None, f"rollouts of {config.domain} personas against the partner simulator"
     if mode == "online" and logged is not None:
         if config.judge == "rule": RuleJudge.check_can_score(logged, source)  # it would score the model's lines: can it read them?
-        source = f"rollouts replaying the partner lines of {source}"
+        source = (f"rollouts replaying the partner lines of {source}" if config.partner == "logged" else
+                  f"rollouts against the partner {config.partner} from the openings of {source}")
     held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
-    return RunData(mode, source, logged, held_out)
+    partner = load_partner(config.partner) if mode == "online" and parse_remote_spec(config.partner) else None
+    return RunData(mode, source, logged, held_out, partner)
 
 # %% ../nbs/10_train.ipynb #8614253f
 CHECKPOINT_PREFIX = "checkpoint_"
@@ -697,7 +705,7 @@ class Sample:
 
 
 def sample_rollouts(run, step: int) -> Sample:
-    "Online: `online_batch` conversations the model plays against the partner (the simulator, or replayed logged lines)."
+    "Online: `online_batch` conversations the model plays against the partner (the simulator, replayed logged lines, or a remote LLM)."
     config, accelerator = run.config, run.accelerator
     seed = derive_seed(config.seed, step, accelerator.process_index, 1) % 2 ** 31
     net, start = run.net, time.perf_counter()
@@ -709,8 +717,11 @@ def sample_rollouts(run, step: int) -> Sample:
     else:
         logged = run.logged
         picks = np.random.default_rng(seed).choice(len(logged), config.online_batch, replace=len(logged) < config.online_batch)
-        convs, examples = replay_logged(net, run.tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens,
-                                        seed, batch_size=config.online_batch)
+        if run.data.partner is None:
+            convs, examples = replay_logged(net, run.tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens,
+                                            seed, batch_size=config.online_batch)
+        else: convs, examples = converse(net, run.tok, [logged[i] for i in picks], run.data.partner, config.n_turns,
+                                         config.temperature, config.max_new_tokens, seed)
         generate_s = time.perf_counter() - start
     longest = max(range(len(examples)), key=lambda k: len(examples[k].input_ids))
     if len(examples[longest].input_ids) > config.max_length:   # cut, the loss would no longer see what was sampled
@@ -847,7 +858,7 @@ class Run:
     def eval_conversations(self) -> list | None: return self.data.held_out
     @property
     def logged(self) -> list | None: # partner='logged': the conversations whose partner lines online rollouts replay
-        return self.data.logged if self.config.partner == "logged" else None
+        return self.data.logged if self.config.partner != "simulator" else None
 
 # %% ../nbs/10_train.ipynb #2c1a8b59
 def _check_lean_logprobs(model, base) -> None:
@@ -949,6 +960,7 @@ def _loop(run: Run, callback=None) -> None:
             state["step"] = step = step + 1; complete = True
             if run.auto is not None: state.setdefault("auto_K", []).append(record["auto/K"])  # the K of every step
             if hasattr(run.judge, "counts"): record.update({f"judge/{k}": v for k, v in run.judge.counts.items()})  # so far
+            if run.data.partner is not None: record.update({f"partner/{k}": v for k, v in run.data.partner.counts.items()})
             dt = time.perf_counter() - t0
             run.loop_time += dt; run.loop_tokens += record["train/tokens"] * accelerator.num_processes
             record = {"step": step, "mode": run.data.mode, **record, "train/lr": run.scheduler.get_last_lr()[0],

@@ -218,7 +218,7 @@ def test_partner_and_judge_are_checked_before_training(tmp_path):
     data = save_conversations(make_dataset("education", 2, 2, seed=1), tmp_path / "d.jsonl")
     with pytest.raises(ValueError, match="partner='logged' replays the partner lines of `data` online"):
         TrainConfig(mode="online", partner="logged")
-    with pytest.raises(ValueError, match="partner must be 'simulator' or 'logged'"): TrainConfig(partner="human")
+    with pytest.raises(ValueError, match="partner must be 'simulator', 'logged' or 'openai:MODEL\[@URL\]'"): TrainConfig(partner="human")
     with pytest.raises(ValueError, match=r"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL\[@URL\]' or a folder"): TrainConfig(judge=str(tmp_path))
     with pytest.raises(ValueError, match="use mode='offline', or partner='logged'"): TrainConfig(mode="online", data=str(data))
     assert TrainConfig(mode="online", data=str(data), partner="logged").resolved_mode == "online"
