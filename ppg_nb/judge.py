@@ -438,9 +438,9 @@ class ChatClient:
 
     def __repr__(self): return f"{type(self).__name__}(model={self.model!r}, url={self.url!r})"   # never the key
 
-    def _post(self, body: dict) -> dict:
-        "POST one chat completion; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
-        url = f"{self.url}/chat/completions"
+    def _send(self, path: str, body: dict) -> str:
+        "POST `body` to `path` under the base URL, the answer's text; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
+        url = f"{self.url}/{path}"
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self._key}"} if self._key else {})}
         for attempt in range(self.retries + 1):
             try:
@@ -457,6 +457,11 @@ class ChatClient:
                                      f"{self.retries + 1} tries: start it, or name another with openai:MODEL@URL") from None
             with self._lock: self.counts["retries"] += 1
             time.sleep(self.backoff * 2 ** attempt)
+        return text
+
+    def _post(self, body: dict, path: str = "chat/completions") -> dict:
+        "One completion (`path`: chat/completions or completions): the answer's first choice, its usage counted."
+        text, url = self._send(path, body), f"{self.url}/{path}"
         try: reply = json.loads(text); choice = reply["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
             raise ValueError(f"{self.what} server {url} did not answer with a JSON chat completion: {text[:200]!r}") from None
@@ -541,9 +546,11 @@ def load_judge(spec: str, # "rule", "zero-shot:MODEL", "openai:MODEL[@URL]" or a
 
 # %% ../nbs/06_judge.ipynb #bce77071
 class FakeChatServer:
-    "A stand-in OpenAI-compatible chat server on 127.0.0.1 for tests: `p_yes(prompt)` decides a judge's answer, `reply(messages)` a partner's line."
-    def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs", reply=lambda messages: "Hello."):
+    "A stand-in OpenAI-compatible server on 127.0.0.1 for tests: `p_yes(prompt)` decides a judge's answer, `reply(messages)` a partner's line, `completion(body)` a completions choice."
+    def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs", reply=lambda messages: "Hello.",
+                 completion=None):
         self.p_yes, self.delay, self.mode, self.fail_next, self.reply = p_yes, delay, mode, [], reply   # mode: logprobs, text, garbage
+        self.completion = completion
         self.in_flight = self.max_in_flight = 0; self.requests, self.lock = [], threading.Lock()
         server = self
         class Handler(BaseHTTPRequestHandler):
@@ -557,6 +564,10 @@ class FakeChatServer:
                 time.sleep(server.delay)
                 with server.lock: server.in_flight -= 1
                 if status != 200: self.send_response(status); self.end_headers(); self.wfile.write(b"busy"); return
+                if not self.path.endswith("/chat/completions"):                # completions, or loading an adapter
+                    payload = (json.dumps({"choices": [server.completion(body)], "usage": {"prompt_tokens": len(body["prompt"]),
+                               "completion_tokens": 1}}) if self.path.endswith("/completions") else "Success").encode()
+                    self.send_response(200); self.end_headers(); self.wfile.write(payload); return
                 if not body.get("logprobs") and server.mode != "garbage":   # a partner's line, not a judge's YES/NO
                     payload = json.dumps({"choices": [{"message": {"content": server.reply(body["messages"])}}],
                                           "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()

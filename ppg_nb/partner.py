@@ -75,6 +75,7 @@ def converse(model, tokenizer, # the policy (a causal LM with a chat template) a
              partner, # callable(conversations, seed) -> the partner's next lines (a `RemotePartner`)
              n_turns: int, # agent lines per conversation
              temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0, stop: str | None = "\n",
+             sampler=None, # called as `LineSampler` is, in place of `sample_lines` (e.g. `ppg_nb.engine.EngineSampler`)
             ) -> tuple[list[Conversation], list[Example]]: # unscored conversations, the sampled tokens
     "The model and a live partner talk for `n_turns` rounds from each start; the model's lines sampled token in, token out."
     convs = [_opening(c) for c in starts]
@@ -90,8 +91,9 @@ def converse(model, tokenizer, # the policy (a causal LM with a chat template) a
                 convs[j].turns.append((partner_name, line))
             for c, r in zip(convs, rollouts): r.read(context_ids(tokenizer, c, r, system_role, end_ids, closing))
             torch.manual_seed(derive_seed(seed, k, 1))
-            for c, r, (ids, logprobs) in zip(convs, rollouts, sample_lines(model, tokenizer, [r.input_ids for r in rollouts],
-                                                                            temperature, max_new_tokens, stops)):
+            prompts = [r.input_ids for r in rollouts]
+            lines = sampler(prompts) if sampler else sample_lines(model, tokenizer, prompts, temperature, max_new_tokens, stops)
+            for c, r, (ids, logprobs) in zip(convs, rollouts, lines):
                 r.write(ids, logprobs)
                 c.turns.append((c.role, tokenizer.decode(ids, skip_special_tokens=True).strip()))
                 c.agent_turns.append(len(c.turns) - 1)

@@ -262,13 +262,14 @@ class TokenAgent:
                  temperature: float = 1.0, # sampling temperature (0: greedy)
                  max_new_tokens: int = 48, # longest line
                  stop: str | None = "\n", # a line also ends at a token containing this
-                 reuse_cache: bool = True): # keep the KV cache from turn to turn (`LineSampler`); False: `sample_lines`
+                 reuse_cache: bool = True, # keep the KV cache from turn to turn (`LineSampler`); False: `sample_lines`
+                 sampler=None): # called as `LineSampler` is, in place of it (e.g. `ppg_nb.engine.EngineSampler`)
         self.model, self.tokenizer, self.temperature, self.max_new_tokens = model, tokenizer, temperature, max_new_tokens
         self.system_role = supports_system_role(tokenizer)
         self.closing = turn_closing(tokenizer, self.system_role)
         self.end_ids, self.stops = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop)
         self.rollouts: list[Rollout] = []
-        self.sampler = LineSampler(model, tokenizer, temperature, max_new_tokens, self.stops) if reuse_cache else None
+        self.sampler = sampler or (LineSampler(model, tokenizer, temperature, max_new_tokens, self.stops) if reuse_cache else None)
         self.generate_seconds, self.generated_tokens = 0.0, 0  # time spent sampling lines, tokens kept
 
     def __call__(self, conversations: list[Conversation]) -> list[str]:
@@ -312,6 +313,7 @@ def replay_logged(model, # a causal LM
                   seed: int = 0, # seeds the sampling
                   batch_size: int = 16, # conversations sampled together
                   stop: str | None = "\n",
+                  sampler=None, # called as `LineSampler` is, in place of `sample_lines` (e.g. `ppg_nb.engine.EngineSampler`)
                  ) -> tuple[list[Conversation], list[Example]]: # unscored conversations (agent lines the model's), sampled tokens
     "The model writes every agent line of logged conversations, token in token out; the partner's logged lines stay in place."
     for j, c in enumerate(logged):
@@ -335,8 +337,9 @@ def replay_logged(model, # a causal LM
                     so_far = Conversation(c.persona, c.scenario, c.role, turns, c.agent_turns[:k])
                     rollouts[j].read(context_ids(tokenizer, so_far, rollouts[j], system_role, end_ids, closing))
                 torch.manual_seed(derive_seed(seed, start, k))
-                for j, (ids, logprobs) in zip(active, sample_lines(model, tokenizer, [rollouts[j].input_ids for j in active],
-                                                                   temperature, max_new_tokens, stops)):
+                prompts = [rollouts[j].input_ids for j in active]
+                lines = sampler(prompts) if sampler else sample_lines(model, tokenizer, prompts, temperature, max_new_tokens, stops)
+                for j, (ids, logprobs) in zip(active, lines):
                     rollouts[j].write(ids, logprobs)
                     written[j].append(tokenizer.decode(ids, skip_special_tokens=True).strip())
             examples += [r.example(start + j) for j, r in enumerate(rollouts)]

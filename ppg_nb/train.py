@@ -10,6 +10,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import sys
 import threading
@@ -31,13 +32,14 @@ from .autok import AUTO, AutoK
 from .core import check_policy, policy_label
 from .data import Conversation, load_consistent_llms, load_conversations
 from .evaluate import evaluate, judged_pc, label_shift, line_logprobs, persona_consistency
-from .rollout import TokenAgent, replay_logged, rollout
+from .rollout import TokenAgent, replay_logged, rollout, stop_ids
 from .judge import RuleJudge, is_judge_spec, load_judge, parse_remote_spec
+from .engine import EngineSampler, VLLMServer
 from .partner import converse, load_partner
 from .bases import embedded_base, lr_scheduler
 from .loss import NORMALIZE, ValueHead, forward_logprobs, kl_penalty, ppg_loss, ratio_deviation
 from .personas import DOMAINS, derive_seed, make_dataset, sample_personas
-from .model import (add_lora, check_model_source, last_hidden_states, lean_logprobs_error, load_model, output_logits,
+from .model import (add_lora, check_model_source, last_hidden_states, lean_logprobs_error, load_model, model_path, output_logits,
                           refresh_every, working)
 from .credit import BASELINES, Advantages, conversation_returns
 from .render import Batch, EncodeStats, check_conversations, collate, encode_conversations, turn_weights
@@ -47,9 +49,9 @@ __all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY',
            'DataConfig', 'CreditConfig', 'OnlineConfig', 'OptimConfig', 'EvalConfig', 'OutputConfig', 'TrainConfig',
            'load_data', 'RunData', 'run_data', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
            'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'minibatches', 'StepHook',
-           'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'sample_rollouts', 'sample_logged',
-           'logged_rewards', 'ppg_step', 'apply_update', 'rollout_record', 'Run', 'reset_peak_memory', 'peak_memory_mb',
-           'train']
+           'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'engine_sampler', 'sample_rollouts',
+           'sample_logged', 'logged_rewards', 'ppg_step', 'apply_update', 'rollout_record', 'Run', 'reset_peak_memory',
+           'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #1d7c65b7
 MODES = ("offline", "online")
@@ -86,7 +88,7 @@ def _number(config, name: str, lo: float, hi: float = math.inf, allow_none: bool
     _refuse_unless(ok, f"{name} must be a number in {'(' if open_lo else '['}{lo}, {hi}], got {v!r}")
 
 
-ONLINE_ONLY = ("online_batch", "ppo_epochs")  # refused offline; clip, kl_coef, baseline='value': each with its own reason
+ONLINE_ONLY = ("online_batch", "ppo_epochs", "rollout_engine", "engine_url")  # refused offline; clip, kl_coef, baseline='value': each with its own reason
 
 # %% ../nbs/10_train.ipynb #940426c5
 @dataclass
@@ -205,6 +207,11 @@ class OnlineConfig:
     kl_coef: float = _field(0.0, "beta of the KL penalty to the reference policy (the base model, LoRA switched off): beta times "
                                  "the k3 estimate of KL(pi_theta || pi_ref) per agent token, added to the loss (`kl_penalty`); "
                                  "online only; 0: none")
+    rollout_engine: str = _field("hf", "who samples the agent's lines online: 'hf' (Hugging Face generate in this process) or "
+                                       "'vllm' (a vLLM server, token in token out, the LoRA adapter loaded into it after every "
+                                       "update; ppg_nb.engine)")
+    engine_url: str | None = _field(None, "rollout_engine='vllm': the /v1 URL of a vLLM server you started (with --enable-lora); "
+                                          "None: ppg_nb starts one from $PPG_VLLM_PYTHON or .venv-vllm (make vllm-env) and stops it")
 
     def check(self) -> None:
         "Refuse bad values of this section, with the field named (some rules read other sections of the `TrainConfig`)."
@@ -212,6 +219,8 @@ class OnlineConfig:
         for name in ("online_batch", "ppo_epochs", "max_new_tokens"): _integer(self, name, 1)
         _number(self, "kl_coef", 0); _number(self, "temperature", 0, 10, open_lo=True); _number(self, "clip", 0, 1, allow_none=True, open_lo=True)
         online = self.resolved_mode == "online"
+        _refuse_unless(self.rollout_engine in ("hf", "vllm"), f"rollout_engine must be 'hf' or 'vllm', got {self.rollout_engine!r}")
+        _refuse_unless(self.engine_url is None or self.rollout_engine == "vllm", "engine_url is the vLLM server of rollout_engine='vllm'")
         if not online:                                       # settings of the online step that offline training would ignore
             why = f"mode={self.mode!r}" if self.mode else "data is given"
             for name in ONLINE_ONLY:
@@ -704,13 +713,31 @@ class Sample:
     generate_s: float | None = None # online: seconds spent sampling; None: logged data
 
 
+def engine_sampler(run, step: int, seed: int):
+    "rollout_engine='vllm': the engine, serving the policy of this step (its adapter saved and loaded); None for 'hf'."
+    config = run.config
+    if config.rollout_engine != "vllm": return None
+    if run.engine is None:
+        server = None if config.engine_url else VLLMServer(model_path(str(run.base)), config.lora_r, config.max_length).start()
+        run.engine = EngineSampler(config.engine_url or server.url, stop_ids(run.net, run.tok), config.temperature,
+                                   config.max_new_tokens, server=server)
+    adapter = run.out / "engine" / f"policy-{step}-{run.accelerator.process_index}"
+    run.net.save_pretrained(adapter, safe_serialization=True)           # the policy after `step` updates: no rollout is stale
+    run.engine.load_adapter(adapter, adapter.name)
+    for old in adapter.parent.glob(f"policy-*-{run.accelerator.process_index}"):
+        if old != adapter: shutil.rmtree(old)
+    run.engine.seed = seed
+    return run.engine
+
+
 def sample_rollouts(run, step: int) -> Sample:
     "Online: `online_batch` conversations the model plays against the partner (the simulator, replayed logged lines, or a remote LLM)."
     config, accelerator = run.config, run.accelerator
     seed = derive_seed(config.seed, step, accelerator.process_index, 1) % 2 ** 31
+    sampler = engine_sampler(run, step, seed)          # rollout_engine='vllm': the server, serving this step's policy
     net, start = run.net, time.perf_counter()
     if run.logged is None:
-        agent = TokenAgent(net, run.tok, config.temperature, config.max_new_tokens)
+        agent = TokenAgent(net, run.tok, config.temperature, config.max_new_tokens, sampler=sampler)
         convs, examples = rollout(net, run.tok, config.domain, sample_personas(config.domain, config.online_batch, seed=seed),
                                   config.n_turns, seed, agent=agent)
         generate_s = agent.generate_seconds
@@ -719,9 +746,9 @@ def sample_rollouts(run, step: int) -> Sample:
         picks = np.random.default_rng(seed).choice(len(logged), config.online_batch, replace=len(logged) < config.online_batch)
         if run.data.partner is None:
             convs, examples = replay_logged(net, run.tok, [logged[i] for i in picks], config.temperature, config.max_new_tokens,
-                                            seed, batch_size=config.online_batch)
+                                            seed, batch_size=config.online_batch, sampler=sampler)
         else: convs, examples = converse(net, run.tok, [logged[i] for i in picks], run.data.partner, config.n_turns,
-                                         config.temperature, config.max_new_tokens, seed)
+                                         config.temperature, config.max_new_tokens, seed, sampler=sampler)
         generate_s = time.perf_counter() - start
     longest = max(range(len(examples)), key=lambda k: len(examples[k].input_ids))
     if len(examples[longest].input_ids) > config.max_length:   # cut, the loss would no longer see what was sampled
@@ -847,6 +874,7 @@ class Run:
     state: dict = field(default_factory=dict) # step, history, evals, ...: what a checkpoint keeps (JSON)
     loop_time: float = 0.0
     loop_tokens: int = 0
+    engine: object | None = None # rollout_engine='vllm': the `EngineSampler` (and the server ppg_nb started), from the first rollout
 
     @property
     def net(self): return self.accelerator.unwrap_model(self.model)
@@ -1070,7 +1098,10 @@ def train(config: TrainConfig | None = None, # the run; None: `TrainConfig()` (e
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
         (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.state["history"]))  # replayed from the checkpoint
-    _evaluate_into(run, "before")                                        # 3.
-    _loop(run, callback)                                                 # 4.
+    try:
+        _evaluate_into(run, "before")                                    # 3.
+        _loop(run, callback)                                             # 4.
+    finally:
+        if run.engine is not None: run.engine.close()                    # a vLLM server ppg_nb started stops, whatever happens
     _evaluate_into(run, "after")                                         # 5.
     return _finish(run, time.time() - started)
