@@ -26,7 +26,7 @@ GROUP = 4
 
 def _config(tmp_path, **changes) -> GRPOConfig:
     kw = dict(output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, num_generations=GROUP, max_steps=1,
-              learning_rate=1e-3, loss_type="dapo", scale_rewards="none", beta=0.0, gradient_checkpointing=False, use_cpu=True,
+              learning_rate=1e-3, loss_type="dapo", scale_rewards="none", beta=0.0, gradient_checkpointing=False, bf16=False, use_cpu=True,
               seed=0, report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True)
     return GRPOConfig(**{**kw, **changes})
 

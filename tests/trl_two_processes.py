@@ -21,7 +21,7 @@ def main(out: str, policy: str = "kstep", K: int = 2):
     model = add_lora(model, 8, 16, seed=0)
     rollout = PersonaRollout("education", n_turns=3, max_new_tokens=16, seed=0)
     config = GRPOConfig(output_dir=os.path.join(out, "run"), per_device_train_batch_size=2, num_generations=4, max_steps=1,
-                        learning_rate=1e-3, loss_type="dapo", scale_rewards="none", beta=0.0, gradient_checkpointing=False,
+                        learning_rate=1e-3, loss_type="dapo", scale_rewards="none", beta=0.0, gradient_checkpointing=False, bf16=False,
                         use_cpu=True, seed=0, report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True)
     trainer = PPGTrainer(model, judge_reward("rule"), config, policy=policy, policy_params={"K": K},
                          train_dataset=rollout.dataset(4, seed=0), processing_class=tok, rollout_func=rollout)
