@@ -31,11 +31,11 @@ def _config(tmp_path, **changes) -> GRPOConfig:
     return GRPOConfig(**{**kw, **changes})
 
 
-def _trainer(tmp_path, reward=None, seed=0, **credit):
+def _trainer(tmp_path, reward=None, seed=0, config=None, **credit):
     "A PPGTrainer on the embedded base model (LoRA), 2 personas x 4 dialogues of 3 turns, recording rollouts and loss inputs."
     model, tok = load_model(str(embedded_base("education")))
     rollout = PersonaRollout("education", n_turns=3, max_new_tokens=16, seed=seed)
-    trainer = PPGTrainer(add_lora(model, 8, 16, seed=0), reward or judge_reward("rule"), _config(tmp_path), **credit,
+    trainer = PPGTrainer(add_lora(model, 8, 16, seed=0), reward or judge_reward("rule"), config or _config(tmp_path), **credit,
                          train_dataset=rollout.dataset(2, seed=seed), processing_class=tok, rollout_func=rollout)
     trainer.played, trainer.received = [], []
     def keep_rollout(prompts, t): trainer.played.append(rollout(prompts, t)); return trainer.played[-1]
@@ -77,6 +77,21 @@ def test_the_loss_receives_ppg_advantages_token_for_token(tmp_path, credit):
     # and the baseline is the group's: each group's advantages sum to 0 at every turn
     A = reference_advantages(convs, GROUP, policy, **params)
     torch.testing.assert_close(A.view(-1, GROUP, A.shape[1]).sum(1), torch.zeros(len(convs) // GROUP, A.shape[1]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("change", [dict(loss_type=t) for t in TOKEN_LOSS_TYPES if t != "dapo"]
+                         + [dict(steps_per_generation=2, per_device_train_batch_size=4, max_steps=2), dict(num_iterations=2, max_steps=2)], ids=str)
+def test_every_valid_loss_type_and_batch_split_receive_ppg_advantages(tmp_path, change):
+    "The other token-level loss types, a generation batch split over two steps, and two passes over each batch."
+    trainer, tok = _trainer(tmp_path, config=_config(tmp_path, **change), policy="kstep", policy_params={"K": 2})
+    trainer.train()
+    (played,) = trainer.played
+    assert len(trainer.received) == change.get("max_steps", 1)           # one rollout, used by every step
+    ours = reference_advantages(played["conversations"], GROUP, "kstep", K=2)
+    for received in trainer.received:
+        rows = [_row_of(r, played["completion_ids"], tok.pad_token_id) for r in received["completion_ids"].tolist()]
+        expected = token_advantages(ours, played["turn_of_token"], received["completion_ids"].shape[1])[rows]
+        torch.testing.assert_close(received["advantages"], expected, atol=1e-6, rtol=0)
 
 
 def test_credit_sets_differ_on_the_same_dialogues(tmp_path):
