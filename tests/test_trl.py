@@ -80,9 +80,10 @@ def test_the_loss_receives_ppg_advantages_token_for_token(tmp_path, credit):
 
 
 @pytest.mark.parametrize("change", [dict(loss_type=t) for t in TOKEN_LOSS_TYPES if t != "dapo"]
-                         + [dict(steps_per_generation=2, per_device_train_batch_size=4, max_steps=2), dict(num_iterations=2, max_steps=2)], ids=str)
+                         + [dict(steps_per_generation=2, per_device_train_batch_size=4, max_steps=2), dict(num_iterations=2, max_steps=2),
+                            dict(log_completions=True)], ids=str)
 def test_every_valid_loss_type_and_batch_split_receive_ppg_advantages(tmp_path, change):
-    "The other token-level loss types, a generation batch split over two steps, and two passes over each batch."
+    "The other token-level loss types, a generation batch split over two steps, two passes over each batch, TRL's completions log."
     trainer, tok = _trainer(tmp_path, config=_config(tmp_path, **change), policy="kstep", policy_params={"K": 2})
     trainer.train()
     (played,) = trainer.played
