@@ -20,6 +20,7 @@ min_python = cfg["min_python"]
 
 requirements = shlex.split(cfg.get("requirements", ""))
 dev_requirements = shlex.split(cfg.get("dev_requirements", ""))
+trl_requirements = shlex.split(cfg.get("trl_requirements", ""))
 console_scripts = cfg.get("console_scripts", "").split()
 
 setuptools.setup(
@@ -44,7 +45,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + min_python,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "trl": trl_requirements},
     entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
     zip_safe=False,
 )

@@ -29,3 +29,7 @@ def base_dir(cache):
     "The tiny embedded base model (education), built once per session in the session's cache."
     from ppg_nb.train import embedded_base
     return embedded_base("education", TINY_BASE["base_conversations"], TINY_BASE["base_steps"], seed=0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: tests of tens of seconds (several processes); choose with -m slow, skip with -m 'not slow'")
