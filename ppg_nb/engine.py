@@ -108,8 +108,10 @@ class EngineSampler(ChatClient):
         self.adapter = name
 
     def close(self) -> None:
-        "Stop the server if ppg_nb started it."
+        "Unload the adapter (a server you started keeps running), and stop the server if ppg_nb started it."
         if self.server is not None: self.server.stop()
+        elif self.adapter is not None: self._send("unload_lora_adapter", {"lora_name": self.adapter})
+        self.adapter = None
 
 # %% ../nbs/08e_engine.ipynb #9254fa11
 def _line(self: EngineSampler, prompt: list[int], seed: int) -> tuple[list[int], list[float]]:

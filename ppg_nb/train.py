@@ -721,10 +721,10 @@ def engine_sampler(run, step: int, seed: int):
         server = None if config.engine_url else VLLMServer(model_path(str(run.base)), config.lora_r, config.max_length).start()
         run.engine = EngineSampler(config.engine_url or server.url, stop_ids(run.net, run.tok), config.temperature,
                                    config.max_new_tokens, server=server)
-    adapter = run.out / "engine" / f"policy-{step}-{run.accelerator.process_index}"
+    adapter = run.out / "engine" / f"policy-{os.getpid()}-{step}"      # a name no other run on the same server uses
     run.net.save_pretrained(adapter, safe_serialization=True)           # the policy after `step` updates: no rollout is stale
     run.engine.load_adapter(adapter, adapter.name)
-    for old in adapter.parent.glob(f"policy-*-{run.accelerator.process_index}"):
+    for old in adapter.parent.glob(f"policy-{os.getpid()}-*"):
         if old != adapter: shutil.rmtree(old)
     run.engine.seed = seed
     return run.engine
