@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-from torch.distributed.fsdp import FSDPModule
+from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 from torch.distributed.tensor import DTensor
 
@@ -81,6 +81,7 @@ def after_prepare(model) -> None:
     head = output_layer(model)
     if not isinstance(head, FSDPModule): raise ValueError(f"the output layer {type(head).__name__} is not an FSDP unit: "
                                                           f"its sharded weight would be read without being gathered")
+    register_fsdp_forward_method(model, "generate")   # peft's generate reaches the base model past the root's forward
     for m in model.modules(): m._is_fsdp_managed_module = True
 
 # %% ../nbs/10a_sharded.ipynb #87f9924a
