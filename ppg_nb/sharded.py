@@ -20,7 +20,7 @@ from .model import output_layer
 
 # %% auto #0
 __all__ = ['fsdp_requested', 'make_accelerator', 'is_sharded', 'wrap_classes', 'check_wrappable', 'after_prepare',
-           'trainable_state', 'save_adapter', 'check_resume']
+           'trainable_state', 'save_adapter', 'check_resume', 'lora_memory']
 
 # %% ../nbs/10a_sharded.ipynb #c08e4c93
 def fsdp_requested() -> bool:
@@ -113,3 +113,39 @@ def check_resume(ckpt: Path, # the checkpoint to resume from
     if was_sharded != sharded:
         raise ValueError(f"resume_from {str(ckpt)!r} was written {'with' if was_sharded else 'without'} FSDP and this run is "
                          f"{'sharded' if sharded else 'not sharded'}: launch it with the same accelerate config as the checkpoint")
+
+# %% ../nbs/10a_sharded.ipynb #fe2bdb9d
+def lora_memory(config: dict, # the model's `config.json` (hidden_size, num_hidden_layers, intermediate_size, vocab_size, heads, tie)
+                world: int, # processes the model is sharded over (1: not sharded)
+                tokens: int, # tokens of a micro-batch on one process (its sequences x their length)
+                agent_tokens: int, # of which carry a loss (the rows the output layer is applied to)
+                lora_r: int, # LoRA rank, on the 7 projections of every layer
+                param_bytes: int = 4, # bytes of a base weight (4: float32, 2: bf16)
+                act_bytes: int = 4, # bytes of an activation (4: float32; 2 under bf16 autocast)
+                gradient_checkpointing: bool = False, # keep only each layer's input, recompute the rest in backward
+                chunk: int = 1024) -> dict: # rows of logits the lean log-probs compute at a time
+    "The memory one process needs for a training step of a LoRA model under FSDP2 (`world` > 1) or alone, in MiB, by part."
+    H, L, I, V = (config[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size"))
+    heads = config["num_attention_heads"]; head_dim = config.get("head_dim") or H // heads
+    Hq, Hkv = heads * head_dim, config.get("num_key_value_heads", heads) * head_dim
+    tied = config.get("tie_word_embeddings", False)
+    layer = 2 * H * Hq + 2 * H * Hkv + 3 * H * I + 2 * H                        # attention, MLP, two norms
+    base = L * layer + V * H * (1 if tied else 2) + H                            # + embeddings (and the untied output layer), final norm
+    lora = L * lora_r * (2 * (H + Hq) + 2 * (H + Hkv) + 3 * (H + I))             # A and B of q, k, v, o, gate, up, down
+    # saved for backward, per token and layer (frozen weights keep no inputs): two norms (input, output), attention's q and
+    # output, o_proj's LoRA input, k and v (repeated to all heads: transformers' sdpa does so when a padding mask is given),
+    # the MLP's gate, silu(gate), up and their product (down_proj's input)
+    per_token_layer = 4 * H + 5 * Hq + 4 * I
+    sharded = world > 1
+    parts = {
+        "base weights (1/world each)": base * param_bytes / world,
+        "gathered units (a layer and the next; the output layer kept from forward to backward)":
+            (2 * layer + V * H) * param_bytes if sharded else 0,
+        "LoRA weights, gradients, AdamW moments (float32, 1/world each)": 16 * lora / world,
+        # ... in every layer, and in backward the gradients of the layer at hand (about as large): L + 1 layers; with
+        # gradient checkpointing, each layer's input, and the layer recomputed in backward with its gradients
+        "activations": tokens * act_bytes * (L * H + 2 * per_token_layer if gradient_checkpointing else (L + 1) * per_token_layer),
+        "output layer on the agent's tokens (a chunk's logits, log-softmax, gradient)": 3 * min(agent_tokens, chunk) * V * 4,
+    }
+    mb = {k: v / 2**20 for k, v in parts.items()}
+    return {"parts_mb": mb, "total_mb": sum(mb.values()), "base_params": base, "lora_params": lora}

@@ -1012,17 +1012,17 @@ def _evaluate_into(run: Run, when: str) -> None:
         ev = {}
         if config.eval_personas:
             with working(f"persona consistency {when} training: {config.eval_personas} held-out personas, {config.n_turns} "
-                         f"turns each", config.progress):
+                         f"turns each", config.progress and run.main):
                 ev = _evaluate(run.net, run.tok, config, run.judge)
         if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
             with working(f"persona consistency {when} training: the model writes the agent lines of "
-                         f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}", config.progress):
+                         f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}", config.progress and run.main):
                 pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, seed=config.eval_seed)
             ev.update({"eval/pc": pc.pc, "eval/pc_by_turn": pc.pc_by_turn})
         if run.eval_conversations:
             lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size,
-                                  lean=config.lean_logprobs, progress=f"judge-free measure {when} training" if config.progress else None)
+                                  lean=config.lean_logprobs, progress=f"judge-free measure {when} training" if config.progress and run.main else None)
             ev["eval/line_logprobs"] = [[c, t, v] for (c, t), v in sorted(lines.items())]
             if when == "after":
                 before = {(c, t): v for c, t, v in run.state["evals"]["before"]["eval/line_logprobs"]}
