@@ -245,6 +245,9 @@ def load_model(name_or_path: str, # hub name, local directory or a name of `NAME
                                                  trust_remote_code=trust_remote_code, **kw).to(device)
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
     if gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ValueError(f"gradient_checkpointing=True (--gradient-checkpointing): {type(model).__name__} does not support "
+                             f"gradient checkpointing in transformers; train without it (or with a shorter max_length)")
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model, tok

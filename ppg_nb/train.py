@@ -43,15 +43,16 @@ from .model import (add_lora, check_model_source, last_hidden_states, lean_logpr
                           refresh_every, working)
 from .credit import BASELINES, Advantages, conversation_returns
 from .render import Batch, EncodeStats, check_conversations, collate, encode_conversations, turn_weights
+from .sharded import after_prepare, check_resume, check_wrappable, is_sharded, make_accelerator, save_adapter
 
 # %% auto #0
-__all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'SECTIONS', 'CHECKPOINT_PREFIX', 'ModelConfig',
-           'DataConfig', 'CreditConfig', 'OnlineConfig', 'OptimConfig', 'EvalConfig', 'OutputConfig', 'TrainConfig',
-           'load_data', 'RunData', 'run_data', 'load_adapter', 'checkpoint_hooks', 'checkpoint_index',
-           'find_checkpoint', 'TrainResult', 'batch_indices', 'config_differences', 'minibatches', 'StepHook',
-           'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'engine_sampler', 'sample_rollouts',
-           'sample_logged', 'logged_rewards', 'ppg_step', 'apply_update', 'rollout_record', 'Run', 'reset_peak_memory',
-           'peak_memory_mb', 'train']
+__all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY', 'SECTIONS', 'CHECKPOINT_PREFIX',
+           'PER_PROCESS_STATE', 'ModelConfig', 'DataConfig', 'CreditConfig', 'OnlineConfig', 'OptimConfig',
+           'EvalConfig', 'OutputConfig', 'TrainConfig', 'load_data', 'RunData', 'run_data', 'load_adapter',
+           'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint', 'TrainResult', 'batch_indices',
+           'config_differences', 'minibatches', 'StepHook', 'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample',
+           'engine_sampler', 'sample_rollouts', 'sample_logged', 'logged_rewards', 'ppg_step', 'process_share',
+           'apply_update', 'rollout_record', 'Run', 'reset_peak_memory', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #1d7c65b7
 MODES = ("offline", "online")
@@ -419,6 +420,7 @@ def run_data(config: TrainConfig) -> RunData:
 
 # %% ../nbs/10_train.ipynb #8614253f
 CHECKPOINT_PREFIX = "checkpoint_"
+PER_PROCESS_STATE = ("advantages", "auto")  # a checkpoint's state of each process (state_<i>.json); the rest is the main one's
 
 
 def load_adapter(path, # a checkpoint (or any folder with `adapter/adapter_model.safetensors`)
@@ -437,14 +439,19 @@ def checkpoint_hooks(accelerator, # the run's `Accelerator`
     "Make `save_state` write the adapter and `state.json` in place of the full weights, and `load_state` read them back."
     def save(models, weights, output_dir):
         weights.clear()  # the frozen base is the base model: only the adapter belongs to the run
+        save_adapter(accelerator, model, Path(output_dir) / "adapter")   # sharded (FSDP2): gathered from every process
         if accelerator.is_main_process:
-            accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "adapter", safe_serialization=True)
             (Path(output_dir) / "state.json").write_text(json.dumps(state))
             (Path(output_dir) / "config.json").write_text(json.dumps(state.get("config", {}), indent=1))
+        else:   # the other processes' own statistics (running baseline, K='auto'): each learnt from its own batches
+            own = {k: state[k] for k in PER_PROCESS_STATE if k in state}
+            (Path(output_dir) / f"state_{accelerator.process_index}.json").write_text(json.dumps(own))
     def load(models, input_dir):
         models.clear()
-        load_adapter(input_dir, accelerator.unwrap_model(model))
+        if not is_sharded(accelerator): load_adapter(input_dir, accelerator.unwrap_model(model))  # FSDP2: accelerate's sharded state has it
         state.clear(); state.update(json.loads((Path(input_dir) / "state.json").read_text()))
+        own = Path(input_dir) / f"state_{accelerator.process_index}.json"
+        if not accelerator.is_main_process and own.is_file(): state.update(json.loads(own.read_text()))
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
 
@@ -793,7 +800,7 @@ def ppg_step(run, step: int) -> dict:
             with nullcontext() if update_now or accelerator.num_processes == 1 else accelerator.no_sync(run.model):
                 with accelerator.autocast(): logprobs, hidden = forward_logprobs(run.model, batch, config.lean_logprobs)
                 loss = ppg_loss(logprobs, batch.turn_of_target, advantages[part], config.normalize,   # 5. loss
-                                batch.sampled_logprobs, config.clip)
+                                batch.sampled_logprobs, config.clip) * process_share(accelerator, batch, config.normalize)
                 total = loss
                 for hook in hooks:
                     term = hook.loss_term(run, i, batch, logprobs, hidden, ppo_pass == 0)
@@ -805,6 +812,7 @@ def ppg_step(run, step: int) -> dict:
             if update_now:
                 for hook in hooks: hook.before_update(run)
                 norms.append(apply_update(run))                                            # 6. update
+    if accelerator.num_processes > 1: losses = accelerator.reduce(torch.tensor(losses, device=accelerator.device), "mean").tolist()
     record = {"train/loss": float(np.mean(losses)), "train/grad_norm": norms[-1],           # 7. log
               "train/sequences": len(sample.examples) * config.ppo_epochs,
               "train/tokens": sum(int(b.attention_mask.sum()) for b in batches) * config.ppo_epochs,
@@ -813,6 +821,17 @@ def ppg_step(run, step: int) -> dict:
     if sample.generate_s is not None: record.update(rollout_record(convs, sample, deviations, started, scored))
     for hook in hooks: record.update(hook.record())
     return record
+
+
+def process_share(accelerator, batch: Batch, normalize: str) -> float:
+    "On several processes, the weight of this process's loss that makes their mean the loss of the whole batch: its share of "
+    "the batch's agent tokens (or turns, `normalize='turn'`) times the number of processes; 1 on one process."
+    if accelerator.num_processes == 1: return 1.0
+    valid = batch.turn_of_target >= 0
+    if normalize == "token": count = valid.sum()
+    else: count = torch.unique(torch.nonzero(valid)[:, 0] * (int(batch.turn_of_target.max()) + 1) + batch.turn_of_target[valid]).numel()
+    counts = accelerator.gather(torch.tensor([float(count)], device=accelerator.device))
+    return float(count) * accelerator.num_processes / max(float(counts.sum()), 1.0)
 
 
 def apply_update(run) -> float | None:
@@ -881,6 +900,8 @@ class Run:
     @property
     def main(self) -> bool: return self.accelerator.is_main_process
     @property
+    def sharded(self) -> bool: return is_sharded(self.accelerator)  # FSDP2: every process takes part in every forward pass
+    @property
     def params(self) -> list: return [p for p in self.model.parameters() if p.requires_grad]
     @property
     def eval_conversations(self) -> list | None: return self.data.held_out
@@ -901,8 +922,9 @@ def _check_lean_logprobs(model, base) -> None:
 def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> Run:
     "Model, LoRA, data, judge, optimiser and schedule under accelerate, the step's parts and hooks; the checkpoint's state when resuming."
     project = ProjectConfiguration(str(out), automatic_checkpoint_naming=True, total_limit=config.keep_checkpoints)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), project_config=project, mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(project, config.mixed_precision)   # FSDP2 when launched with an FSDP config (ppg_nb.sharded)
     world, rank = accelerator.num_processes, accelerator.process_index
+    if ckpt is not None: check_resume(ckpt, accelerator)            # the same number of processes, sharded or not as before
     if accelerator.device.type == "cpu" and world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     offline, conversations = data.mode == "offline", data.logged
     if config.model == EMBEDDED:
@@ -932,7 +954,9 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
         groups.append({"params": list(value_head.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = lr_scheduler(optimizer, config.schedule, config.warmup_steps, updates)
+    if is_sharded(accelerator): check_wrappable(model, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if is_sharded(accelerator): after_prepare(model)
     adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages)
     judge = load_judge(config.judge, device=str(accelerator.device))
     auto = None
@@ -994,7 +1018,7 @@ def _loop(run: Run, callback=None) -> None:
             record = {"step": step, "mode": run.data.mode, **record, "train/lr": run.scheduler.get_last_lr()[0],
                       "train/tokens_per_s": record["train/tokens"] * accelerator.num_processes / dt, "time/step_s": dt}
             if config.eval_every and step % config.eval_every == 0 and step < run.total:
-                if run.main: record.update(_evaluate(run.net, run.tok, config, run.judge))
+                if run.main or run.sharded: record.update(_evaluate(run.net, run.tok, config, run.judge))
                 accelerator.wait_for_everyone()
             if step % config.log_every == 0 or step == run.total or "eval/pc" in record:
                 state["history"].append(record)
@@ -1024,27 +1048,27 @@ def _main_thread() -> bool:
 def _evaluate_into(run: Run, when: str) -> None:
     "PC on the held-out personas and the line log-probs of `eval_data`, kept as `state['evals'][when]` (a resumed run keeps them)."
     config = run.config
-    if run.main and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
+    if (run.main or run.sharded) and when not in run.state["evals"] and (config.eval_personas or run.eval_conversations):
         ev = {}
         if config.eval_personas:
             with working(f"persona consistency {when} training: {config.eval_personas} held-out personas, {config.n_turns} "
-                         f"turns each", config.progress):
+                         f"turns each", config.progress and run.main):
                 ev = _evaluate(run.net, run.tok, config, run.judge)
         if not config.eval_personas and run.eval_conversations and config.judge != "rule":  # the judged PC of replayed lines
             with working(f"persona consistency {when} training: the model writes the agent lines of "
-                         f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}", config.progress):
+                         f"{len(run.eval_conversations)} held-out conversations, judged by {config.judge}", config.progress and run.main):
                 pc = judged_pc(run.net, run.tok, run.eval_conversations, run.judge, temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, seed=config.eval_seed)
             ev.update({"eval/pc": pc.pc, "eval/pc_by_turn": pc.pc_by_turn})
         if run.eval_conversations:
             lines = line_logprobs(run.net, run.tok, run.eval_conversations, config.max_length, config.batch_size,
-                                  lean=config.lean_logprobs, progress=f"judge-free measure {when} training" if config.progress else None)
+                                  lean=config.lean_logprobs, progress=f"judge-free measure {when} training" if config.progress and run.main else None)
             ev["eval/line_logprobs"] = [[c, t, v] for (c, t), v in sorted(lines.items())]
             if when == "after":
                 before = {(c, t): v for c, t, v in run.state["evals"]["before"]["eval/line_logprobs"]}
                 ev.update({f"eval/{k}": v for k, v in label_shift(before, lines, run.eval_conversations).items()})
         run.state["evals"][when] = ev
-        if when == "before" and config.progress and "eval/pc" in ev: print(f"PC before training: {ev['eval/pc']:.3f}")
+        if when == "before" and config.progress and run.main and "eval/pc" in ev: print(f"PC before training: {ev['eval/pc']:.3f}")
     run.accelerator.wait_for_everyone()
 
 
@@ -1076,8 +1100,8 @@ def _finish(run: Run, seconds: float) -> TrainResult:
                          chosen_K=state.get("auto_K"),
                          label_shift={k[5:]: v for k, v in after.items() if k.startswith("eval/") and k != "eval/line_logprobs"
                                       and not k.startswith("eval/pc")} or None)
+    save_adapter(run.accelerator, run.model, run.out / "adapter")
     if run.main:
-        run.net.save_pretrained(run.out / "adapter", safe_serialization=True)
         run.tok.save_pretrained(run.out / "adapter")
         (run.out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     run.accelerator.wait_for_everyone()
