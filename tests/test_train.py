@@ -218,7 +218,7 @@ def test_partner_and_judge_are_checked_before_training(tmp_path):
     data = save_conversations(make_dataset("education", 2, 2, seed=1), tmp_path / "d.jsonl")
     with pytest.raises(ValueError, match="partner='logged' replays the partner lines of `data` online"):
         TrainConfig(mode="online", partner="logged")
-    with pytest.raises(ValueError, match="partner must be 'simulator', 'logged' or 'openai:MODEL\[@URL\]'"): TrainConfig(partner="human")
+    with pytest.raises(ValueError, match=r"partner must be 'simulator', 'logged' or 'openai:MODEL\[@URL\]'"): TrainConfig(partner="human")
     with pytest.raises(ValueError, match=r"judge must be 'rule', 'zero-shot:MODEL', 'openai:MODEL\[@URL\]' or a folder"): TrainConfig(judge=str(tmp_path))
     with pytest.raises(ValueError, match="use mode='offline', or partner='logged'"): TrainConfig(mode="online", data=str(data))
     assert TrainConfig(mode="online", data=str(data), partner="logged").resolved_mode == "online"
@@ -227,7 +227,10 @@ def test_partner_and_judge_are_checked_before_training(tmp_path):
 def test_accelerate_two_cpu_processes(tmp_path, base_dir):
     "Two CPU processes under `accelerate launch` (DDP, gloo) train and write one result."
     env = {**os.environ, "PPG_NB_CACHE": os.environ["PPG_NB_CACHE"], "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu makes accelerate start the processes with torchrun; without a GPU they run DDP on the CPUs (MULTI_CPU).
+    # (--cpu --num_processes 2 starts one process only: accelerate 1.16 reads it as a single CPU run.)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--main_process_port", "29519",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppg_nb", "train", "--model", str(base_dir), "--mode", "offline",
            "--n-conversations", "16", "--n-turns", "2", "--batch-size", "2", "--max-steps", "2", "--eval-personas", "2",
            "--lora-r", "4", "--no-progress", "--output", str(tmp_path / "ddp")]
@@ -236,6 +239,7 @@ def test_accelerate_two_cpu_processes(tmp_path, base_dir):
     saved = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert saved["steps"] == 2 and saved["pc_after"] is not None
     assert "persona consistency" in done.stdout
+    assert done.stdout.count("policy: 2-step lookahead") == 2, done.stdout[-2000:]   # two processes ran (each says what it trains)
 
 
 DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs files (not shipped; `make test` sets it when they sit beside the repository)
