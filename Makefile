@@ -19,7 +19,7 @@ empty :=
 space := $(empty) $(empty)
 SKIP_RE := ^($(subst $(space),|,$(strip $(BROWSER_NOTEBOOKS))))$$
 
-.PHONY: install train test lab docs docs-check vllm-env test-engines
+.PHONY: install train test test-slow lab docs docs-check vllm-env test-engines
 install: $(STAMP)
 
 $(STAMP): setup.py settings.ini
@@ -38,7 +38,12 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --flags full --skip_file_re '$(SKIP_RE)'
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests
+
+# The tests marked slow (tens of seconds each: several processes, SmolLM2 end to end, the benchmarks' short forms);
+# .ci/run runs them right after the README's test command.
+test-slow: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
 
 # The documentation site in _site/ (open _site/index.html): .ci/docs.py executes every notebook as `nbdev_test --flags
 # full` runs it (unchanged notebooks are reused from _docs_build/), then mkdocs renders them. `make docs-check` also

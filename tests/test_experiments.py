@@ -127,6 +127,7 @@ def _run_table_in_a_process(out, log_file):
     with open(log_file, "w") as log: ex.run_table(micro_spec(), out, command=f"process {os.getpid()}", log=lambda line: print(line, file=log, flush=True))
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_two_processes_on_one_study_write_each_row_once_and_train_each_run_once(tmp_path, cache):
     import multiprocessing
     from ppg_nb.experiments import plan

@@ -29,6 +29,7 @@ def _launch(base_dir, out, *flags):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_two_sharded_processes_match_one_and_resume(tmp_path, base_dir):
     from ppg_nb.train import TrainConfig, train
     from ppg_nb.model import load_model

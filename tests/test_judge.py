@@ -91,6 +91,7 @@ DATA = consistent_llms_dir(required=False)  # $PPG_DATA: the Consistent-LLMs fil
 
 
 @pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the Consistent-LLMs files are not shipped")
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_judge_eval_with_the_real_smollm2_model(tmp_path, cache_env):
     "`ppg_nb judge eval --judge zero-shot:smollm2-135m-instruct`: the zero-shot baseline against the 70B judge's labels."
     import json, subprocess, sys

@@ -14,6 +14,7 @@ needs_data = pytest.mark.skipif(DATA is None, reason="PPG_DATA is not set: the C
 
 
 @needs_data
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_quick_real_experiment_end_to_end_and_resumed(tmp_path, cache_env):
     """`ppg_nb real --quick`: two methods trained, the judge-free measure on held-out and unseen lines; rerun: nothing redone.
 

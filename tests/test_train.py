@@ -224,6 +224,7 @@ def test_partner_and_judge_are_checked_before_training(tmp_path):
     assert TrainConfig(mode="online", data=str(data), partner="logged").resolved_mode == "online"
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_accelerate_two_cpu_processes(tmp_path, base_dir):
     "Two CPU processes under `accelerate launch` (DDP, gloo) train and write one result."
     env = {**os.environ, "PPG_NB_CACHE": os.environ["PPG_NB_CACHE"], "OMP_NUM_THREADS": "1"}
@@ -295,6 +296,7 @@ def test_the_real_smollm2_model_trains_offline_on_real_dialogues(tmp_path, cache
 
 
 @needs_data
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_the_real_smollm2_model_trains_online_against_logged_partners(tmp_path, cache_env):
     "Online PPG on SmolLM2: it writes the student's lines of real dialogues, a zero-shot judge scores them, PC is judged before and after."
     from ppg_nb.train import TrainConfig, load_data
@@ -386,6 +388,7 @@ def test_each_run_does_what_its_config_says(tmp_path, base_dir):
     assert [r["mode"] for r in log] == ["offline"] and not rollout_keys & log[0].keys()
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow` (run by .ci/run after the README's test command)
 def test_throughput_benchmark_short_form_runs_and_prints_every_ratio(cache_env, base_dir):
     "CI's short form of tests/benchmarks/bench_train_throughput.py on the tiny base: it completes and prints every ratio."
     bench = Path(__file__).parent / "benchmarks" / "bench_train_throughput.py"
