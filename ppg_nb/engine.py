@@ -16,7 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .judge import ChatClient
+from .judge import ChatClient, RemoteError
 from .personas import derive_seed
 
 # %% auto #0
@@ -124,7 +124,7 @@ def _line(self: EngineSampler, prompt: list[int], seed: int) -> tuple[list[int],
     tokens, logprobs = got.get("tokens"), got.get("token_logprobs")
     if not isinstance(tokens, list) or not isinstance(logprobs, list) or len(tokens) != len(logprobs) or not all(
             isinstance(t, str) and t.startswith("token_id:") for t in tokens):
-        raise ValueError(f"rollout engine {self.url}/completions answered without token ids and their log-probs "
+        raise RemoteError(f"rollout engine {self.url}/completions answered without token ids and their log-probs "
                          f"(return_tokens_as_token_ids, logprobs=0): {json.dumps(choice)[:200]}")
     return [int(t.split(":", 1)[1]) for t in tokens], [float(x) for x in logprobs]
 

@@ -35,8 +35,8 @@ from .personas import DOMAINS, judge_turns, score_conversation, tokenize_words, 
 # %% auto #0
 __all__ = ['PROMPT_TO_LINE', 'LINE_TO_LINE', 'ANSWER_WORDS', 'CLASSIFIER_INPUT', 'JUDGE_FILE', 'DEFAULT_JUDGE_URL',
            'answer_token_ids', 'answer_words', 'LLMJudge', 'tiny_judge_checkpoint', 'judge_agreement',
-           'classifier_input', 'ClassifierJudge', 'judge_examples', 'train_judge', 'parse_remote_spec', 'ChatClient',
-           'RemoteJudge', 'RuleJudge', 'is_judge_spec', 'load_judge', 'FakeChatServer']
+           'classifier_input', 'ClassifierJudge', 'judge_examples', 'train_judge', 'parse_remote_spec', 'RemoteError',
+           'ChatClient', 'RemoteJudge', 'RuleJudge', 'is_judge_spec', 'load_judge', 'FakeChatServer']
 
 # %% ../nbs/06_judge.ipynb #2392db52
 __all__ = [*globals().get("__all__", []), "score_conversation", "judge_turns"]  # re-exported for `from ppg_nb.judge import *`
@@ -420,6 +420,10 @@ def parse_remote_spec(spec) -> tuple[str, str] | None:
 def _sigmoid(x: float) -> float: return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
 
 # %% ../nbs/06_judge.ipynb #3c62908f
+class RemoteError(ValueError):
+    "A server (judge, partner, rollout engine) that is down, refuses, or answers what was not asked for, after the retries."
+
+
 class ChatClient:
     "Chat completions from an OpenAI-compatible server: retries with backoff, counted requests and tokens, the key from the environment."
     def __init__(self, model: str, # the model name the server knows
@@ -450,10 +454,10 @@ class ChatClient:
             except urllib.error.HTTPError as error:
                 if error.code != 429 and error.code < 500 or attempt == self.retries:
                     detail = error.read().decode("utf-8", "replace")[:200]
-                    raise ValueError(f"{self.what} server {url} answered HTTP {error.code} for model {self.model!r}: {detail}") from None
+                    raise RemoteError(f"{self.what} server {url} answered HTTP {error.code} for model {self.model!r}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
                 if attempt == self.retries:
-                    raise ValueError(f"{self.what} server {url} is not reachable ({getattr(error, 'reason', error)}) after "
+                    raise RemoteError(f"{self.what} server {url} is not reachable ({getattr(error, 'reason', error)}) after "
                                      f"{self.retries + 1} tries: start it, or name another with openai:MODEL@URL") from None
             with self._lock: self.counts["retries"] += 1
             time.sleep(self.backoff * 2 ** attempt)
@@ -464,7 +468,7 @@ class ChatClient:
         text, url = self._send(path, body), f"{self.url}/{path}"
         try: reply = json.loads(text); choice = reply["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise ValueError(f"{self.what} server {url} did not answer with a JSON chat completion: {text[:200]!r}") from None
+            raise RemoteError(f"{self.what} server {url} did not answer with a JSON chat completion: {text[:200]!r}") from None
         with self._lock:
             self.counts["requests"] += 1
             for k in ("prompt_tokens", "completion_tokens"): self.counts[k] += int((reply.get("usage") or {}).get(k) or 0)
@@ -548,7 +552,7 @@ def load_judge(spec: str, # "rule", "zero-shot:MODEL", "openai:MODEL[@URL]" or a
 class FakeChatServer:
     "A stand-in OpenAI-compatible server on 127.0.0.1 for tests: `p_yes(prompt)` decides a judge's answer, `reply(messages)` a partner's line, `completion(body)` a completions choice."
     def __init__(self, p_yes=lambda prompt: 0.5, delay: float = 0.0, mode: str = "logprobs", reply=lambda messages: "Hello.",
-                 completion=None):
+                 completion=None, port: int = 0): # port 0: any free one
         self.p_yes, self.delay, self.mode, self.fail_next, self.reply = p_yes, delay, mode, [], reply   # mode: logprobs, text, garbage
         self.completion = completion
         self.in_flight = self.max_in_flight = 0; self.requests, self.lock = [], threading.Lock()
@@ -579,7 +583,7 @@ class FakeChatServer:
                 payload = b"<html>not json</html>" if answer is None else json.dumps(
                     {"choices": [answer], "usage": {"prompt_tokens": 10, "completion_tokens": 1}}).encode()
                 self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers(); self.wfile.write(payload)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .data import Conversation
-from .judge import ChatClient, parse_remote_spec
+from .judge import ChatClient, parse_remote_spec, RemoteError
 from .personas import derive_seed
 from .render import Example, supports_system_role
 from .rollout import Rollout, context_ids, end_of_turn_ids, sample_lines, stop_ids, turn_closing
@@ -46,7 +46,7 @@ class RemotePartner(ChatClient):
         choice = self._post({"model": self.model, "messages": partner_messages(conv), "max_tokens": self.max_tokens,
                              "temperature": self.temperature, "seed": seed})
         text = str((choice.get("message") or {}).get("content") or "").strip()
-        if not text: raise ValueError(f"partner server {self.url} answered an empty line for model {self.model!r}")
+        if not text: raise RemoteError(f"partner server {self.url} answered an empty line for model {self.model!r}")
         return text.splitlines()[0].strip()
 
     def __call__(self, conversations: list[Conversation], seed: int = 0) -> list[str]:

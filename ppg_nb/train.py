@@ -33,7 +33,7 @@ from .core import check_policy, policy_label
 from .data import Conversation, load_consistent_llms, load_conversations
 from .evaluate import evaluate, judged_pc, label_shift, line_logprobs, persona_consistency
 from .rollout import TokenAgent, replay_logged, rollout, stop_ids
-from .judge import RuleJudge, is_judge_spec, load_judge, parse_remote_spec
+from .judge import RemoteError, RuleJudge, is_judge_spec, load_judge, parse_remote_spec
 from .engine import EngineSampler, VLLMServer
 from .partner import converse, load_partner
 from .bases import embedded_base, lr_scheduler
@@ -1027,6 +1027,12 @@ def _loop(run: Run, callback=None) -> None:
             if config.save_every and step % config.save_every == 0 and step < run.total: _checkpoint(run)
             if callback is not None: callback(step, record)
             if _stop_requested(stop["asked"], accelerator): raise KeyboardInterrupt
+    except RemoteError:                  # a judge, partner or engine server failed in phase 1 or 2: no update was made
+        bar.close()
+        _checkpoint(run)
+        if run.main: print(f"\na server failed: checkpoint at step {state['step']} in {run.out / 'checkpoints'}; when it "
+                           f"answers again, continue with ppg_nb train --resume-from {run.out}", file=sys.stderr)
+        raise
     except KeyboardInterrupt:
         bar.close()
         if complete:

@@ -38,3 +38,32 @@ def test_a_remote_partner_needs_data_and_online_mode():
         TrainConfig(partner="openai:m@http://127.0.0.1:9/v1")
     with pytest.raises(ValueError, match="partner must be 'simulator', 'logged' or 'openai:MODEL"):
         TrainConfig(partner="openai:")
+
+
+def test_a_server_that_fails_mid_run_leaves_a_checkpoint_and_the_resumed_run_loses_nothing(tmp_path, base_dir, monkeypatch):
+    "The judge's server stops after step 1: the run checkpoints at step 1 and stops naming the URL; resumed once the server is back "
+    "(same address), steps 2 and 3 are those of an uninterrupted run, bit for bit."
+    import pytest
+    import ppg_nb.judge
+    from ppg_nb.judge import FakeChatServer, RemoteError
+    from ppg_nb.train import train
+    monkeypatch.setattr(ppg_nb.judge.time, "sleep", lambda seconds: None)     # the retries' backoff, not waited for here
+    p_yes = lambda prompt: 0.8 if "invented" in prompt else 0.3
+    server = FakeChatServer(p_yes=p_yes)
+    port, spec = server.httpd.server_address[1], f"openai:judge-model@{server.url}"
+    common = dict(base_conversations=48, base_steps=4, judge=spec, n_turns=3, online_batch=2, batch_size=2, max_steps=3,
+                  eval_personas=0, progress=False)
+    losses = lambda result: [(r["step"], r["train/loss"]) for r in result.history if "train/loss" in r]
+    try:
+        whole = train(**common, output=str(tmp_path / "whole"))
+        def stop_after_first(step, record):
+            if step == 1: server.close()
+        with pytest.raises(RemoteError, match=f"judge server {server.url}/chat/completions is not reachable"):
+            train(**common, output=str(tmp_path / "cut"), callback=stop_after_first)
+    finally: server.close()
+    (checkpoint,) = (tmp_path / "cut" / "checkpoints").iterdir()
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == 1
+    back = FakeChatServer(p_yes=p_yes, port=port)
+    try: resumed = train(**common, output=str(tmp_path / "cut"), resume_from=str(tmp_path / "cut"))
+    finally: back.close()
+    assert losses(resumed) == losses(whole) and len(losses(whole)) == 3
