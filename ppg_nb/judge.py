@@ -437,8 +437,8 @@ class ChatClient:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         self.model, self.url, self.concurrency, self.timeout, self.retries, self.backoff = model, url.rstrip("/"), int(concurrency), timeout, retries, backoff
         self.what, self._key = what, os.environ.get(f"PPG_NB_{what.upper()}_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        self.counts = {"requests": 0, "retries": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        self._cache, self._lock = {}, threading.Lock()
+        self.counts = {"requests": 0, "retries": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "max_in_flight": 0}
+        self._cache, self._lock, self._in_flight = {}, threading.Lock(), 0
 
     def __repr__(self): return f"{type(self).__name__}(model={self.model!r}, url={self.url!r})"   # never the key
 
@@ -446,6 +446,13 @@ class ChatClient:
         "POST `body` to `path` under the base URL, the answer's text; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
         url = f"{self.url}/{path}"
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self._key}"} if self._key else {})}
+        with self._lock: self._in_flight += 1; self.counts["max_in_flight"] = max(self.counts["max_in_flight"], self._in_flight)
+        try: return self._send_retried(url, body, headers)
+        finally:
+            with self._lock: self._in_flight -= 1
+
+    def _send_retried(self, url: str, body: dict, headers: dict) -> str:
+        "`_send`'s tries: again after a 429, a 5xx or a refused connection, `backoff` seconds doubled each time."
         for attempt in range(self.retries + 1):
             try:
                 with urllib.request.urlopen(urllib.request.Request(url, json.dumps(body).encode(), headers), timeout=self.timeout) as r:
