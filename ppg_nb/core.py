@@ -5,8 +5,10 @@
 # %% ../nbs/00_core.ipynb #d5018f9a
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
+import struct
 
 import plotly.graph_objects as go
 import torch
@@ -15,7 +17,7 @@ from plotly.subplots import make_subplots
 # %% auto #0
 __all__ = ['POLICIES', 'SEGMENT_MATMUL_STEPS', 'FIGURE1_POLICIES', 'check_policy', 'interval_ends', 'credit_matrix',
            'credit_text', 'reward_indices', 'action_indices', 'discounted_suffix_sums', 'partial_returns',
-           'reference_partial_returns', 'float32_error', 'policy_label', 'credit_figure', 'credit_svg']
+           'reference_partial_returns', 'float32_error', 'policy_label', 'credit_figure', 'credit_svg', 'derive_seed']
 
 # %% ../nbs/00_core.ipynb #4e46329e
 POLICIES = ("full", "greedy", "kstep", "segment", "custom")
@@ -325,3 +327,16 @@ def credit_svg(n: int = 6, policies=FIGURE1_POLICIES, cell: int = 22) -> str:
         parts.append(f'<text x="{x0 - 8}" y="{title_h + n * cell / 2}" text-anchor="middle" '
                      f'transform="rotate(-90 {x0 - 8} {title_h + n * cell / 2})">← action t</text>')
     return "\n".join(parts + ["</svg>"])
+
+# %% ../nbs/00_core.ipynb #ec590508
+_MASK = (1 << 64) - 1
+
+
+def _digest(parts: tuple, size: int) -> bytes:
+    "`size` bytes (at most 64) of BLAKE2b over integer `parts` (each taken modulo $2^{64}$)."
+    return hashlib.blake2b(struct.pack(f"<{len(parts)}Q", *[int(p) & _MASK for p in parts]), digest_size=size).digest()
+
+
+def derive_seed(*parts: int) -> int:
+    "A 63-bit seed from integer parts, e.g. `derive_seed(seed, conversation_index)`; the same parts give the same seed."
+    return int.from_bytes(_digest(parts, 8), "little") >> 1

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .judge import ChatClient, RemoteError
-from .personas import derive_seed
+from .core import derive_seed
 
 # %% auto #0
 __all__ = ['VLLM_LORA_RANKS', 'vllm_python', 'VLLMServer', 'EngineSampler']

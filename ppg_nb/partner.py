@@ -12,7 +12,7 @@ import torch
 
 from .data import Conversation
 from .judge import ChatClient, parse_remote_spec, RemoteError
-from .personas import derive_seed
+from .core import derive_seed
 from .render import Example, supports_system_role
 from .rollout import Rollout, context_ids, end_of_turn_ids, sample_lines, stop_ids, turn_closing
 

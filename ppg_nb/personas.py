@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
 import math
 import numbers
 import re
@@ -17,31 +16,18 @@ from typing import Callable, Sequence
 
 import plotly.graph_objects as go
 
+from .core import _digest, derive_seed
 from .data import Conversation, conversation_text
 
 # %% auto #0
-__all__ = ['ATTRIBUTES', 'OPEN_QUESTIONS', 'FILLER_WORDS', 'FILLER_SENTENCES', 'DOMAINS', 'derive_seed', 'Attribute',
-           'render_claim', 'render_you', 'parse_sentence', 'parse_line', 'DomainSpec', 'Persona', 'make_persona',
-           'sample_personas', 'persona_attributes', 'read_partner_line', 'judge_turns', 'score_conversation',
-           'question_schedule', 'partner_line', 'behavior_line', 'truthful_agent', 'BehaviorAgent', 'clean_agent_line',
-           'conversation_seed', 'simulate_batch', 'simulate', 'make_dataset', 'tokenize_words', 'vocabulary',
-           'consistency_by_turn', 'flip_line', 'consistency_residuals', 'natural_k', 'residual_figure',
-           'correction_advantage']
+__all__ = ['ATTRIBUTES', 'OPEN_QUESTIONS', 'FILLER_WORDS', 'FILLER_SENTENCES', 'DOMAINS', 'Attribute', 'render_claim',
+           'render_you', 'parse_sentence', 'parse_line', 'DomainSpec', 'Persona', 'make_persona', 'sample_personas',
+           'persona_attributes', 'read_partner_line', 'judge_turns', 'score_conversation', 'question_schedule',
+           'partner_line', 'behavior_line', 'truthful_agent', 'BehaviorAgent', 'clean_agent_line', 'conversation_seed',
+           'simulate_batch', 'simulate', 'make_dataset', 'tokenize_words', 'vocabulary', 'consistency_by_turn',
+           'flip_line', 'consistency_residuals', 'natural_k', 'residual_figure', 'correction_advantage']
 
 # %% ../nbs/05_personas.ipynb #b642e30f
-_MASK = (1 << 64) - 1
-
-
-def _digest(parts: tuple, size: int) -> bytes:
-    "`size` bytes (at most 64) of BLAKE2b over integer `parts` (each taken modulo $2^{64}$)."
-    return hashlib.blake2b(struct.pack(f"<{len(parts)}Q", *[int(p) & _MASK for p in parts]), digest_size=size).digest()
-
-
-def derive_seed(*parts: int) -> int:
-    "A 63-bit seed from integer parts, e.g. `derive_seed(seed, conversation_index)`; the same parts give the same seed."
-    return int.from_bytes(_digest(parts, 8), "little") >> 1
-
-
 def _uniforms(n: int, *parts: int) -> list[float]:
     "`n` uniforms in [0, 1) determined by `parts` (53 random bits each)."
     out = []

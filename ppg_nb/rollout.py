@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Conversation
-from .personas import derive_seed, simulate_batch
+from .core import derive_seed
+from .personas import simulate_batch
 from .render import _render, Example, supports_system_role, to_messages
 
 # %% auto #0

@@ -20,7 +20,8 @@ from .core import check_policy, partial_returns
 from .credit import Advantages, conversation_returns
 from .data import Conversation
 from .judge import load_judge
-from .personas import _spec, conversation_seed, derive_seed, partner_line, sample_personas
+from .core import derive_seed
+from .personas import _spec, conversation_seed, partner_line, sample_personas
 from .render import supports_system_role, to_messages
 from .rollout import TokenAgent, rollout
 
