@@ -5,6 +5,7 @@
 # %% ../nbs/06_judge.ipynb #fb9da09b
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -439,17 +440,34 @@ class ChatClient:
         self.what, self._key = what, os.environ.get(f"PPG_NB_{what.upper()}_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self.counts = {"requests": 0, "retries": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "max_in_flight": 0}
         self._cache, self._lock, self._in_flight = {}, threading.Lock(), 0
+        self._answers, self._answers_file = {}, None   # `keep_answers`: request -> answer text, on disk
 
     def __repr__(self): return f"{type(self).__name__}(model={self.model!r}, url={self.url!r})"   # never the key
 
     def _send(self, path: str, body: dict) -> str:
         "POST `body` to `path` under the base URL, the answer's text; retried on 429, 5xx and refused connections; a `ValueError` naming the URL otherwise."
         url = f"{self.url}/{path}"
+        key = hashlib.sha256(json.dumps([url, body], sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            if key in self._answers: self.counts["cached"] += 1; return self._answers[key]
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self._key}"} if self._key else {})}
         with self._lock: self._in_flight += 1; self.counts["max_in_flight"] = max(self.counts["max_in_flight"], self._in_flight)
-        try: return self._send_retried(url, body, headers)
+        try: text = self._send_retried(url, body, headers)
         finally:
             with self._lock: self._in_flight -= 1
+        if self._answers_file is not None:
+            with self._lock, open(self._answers_file, "a") as f:
+                f.write(json.dumps({"key": key, "text": text}) + "\n"); self._answers[key] = text
+        return text
+
+    def keep_answers(self, path) -> None:
+        "Keep every answer in `path` (JSON lines, appended) and answer an identical request from it: a resumed run does not pay twice."
+        self._answers_file = Path(path)
+        self._answers_file.parent.mkdir(parents=True, exist_ok=True)
+        if self._answers_file.exists():
+            for line in self._answers_file.read_text().splitlines():
+                try: record = json.loads(line); self._answers[record["key"]] = record["text"]
+                except (ValueError, KeyError, TypeError): pass   # a line cut by a crash: asked again
 
     def _send_retried(self, url: str, body: dict, headers: dict) -> str:
         "`_send`'s tries: again after a 429, a 5xx or a refused connection, `backoff` seconds doubled each time."

@@ -33,7 +33,7 @@ from .core import check_policy, policy_label
 from .data import Conversation, load_consistent_llms, load_conversations
 from .evaluate import evaluate, judged_pc, label_shift, line_logprobs, persona_consistency
 from .rollout import TokenAgent, replay_logged, rollout, stop_ids
-from .judge import RemoteError, RuleJudge, is_judge_spec, load_judge, parse_remote_spec
+from .judge import ChatClient, RemoteError, RuleJudge, is_judge_spec, load_judge, parse_remote_spec
 from .engine import EngineSampler, VLLMServer
 from .partner import converse, load_partner
 from .bases import embedded_base, lr_scheduler
@@ -959,6 +959,8 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
     if is_sharded(accelerator): after_prepare(model)
     adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages)
     judge = load_judge(config.judge, device=str(accelerator.device))
+    for client, what in ((judge, "judge"), (data.partner, "partner")):     # remote: a resumed run reuses the answers it paid for
+        if isinstance(client, ChatClient): client.keep_answers(out / "requests" / f"{what}-{rank}.jsonl")
     auto = None
     if config.K == AUTO:
         net = accelerator.unwrap_model(model)
