@@ -34,7 +34,7 @@ from .data import Conversation, load_consistent_llms, load_conversations
 from .evaluate import evaluate, judged_pc, label_shift, line_logprobs, persona_consistency
 from .rollout import TokenAgent, replay_logged, rollout, stop_ids
 from .judge import ChatClient, RemoteError, RuleJudge, is_judge_spec, load_judge, parse_remote_spec
-from .engine import EngineSampler, VLLMServer
+from .engine import EngineSampler, vllm_python, VLLMServer
 from .partner import converse, load_partner
 from .bases import embedded_base, lr_scheduler
 from .loss import NORMALIZE, ValueHead, forward_logprobs, kl_penalty, ppg_loss, ratio_deviation
@@ -416,6 +416,7 @@ def run_data(config: TrainConfig) -> RunData:
                   f"rollouts against the partner {config.partner} from the openings of {source}")
     held_out = load_data(config, config.eval_data)[0] if config.eval_data else None
     partner = load_partner(config.partner) if mode == "online" and parse_remote_spec(config.partner) else None
+    if mode == "online" and config.rollout_engine == "vllm" and config.engine_url is None: vllm_python()  # its environment exists
     return RunData(mode, source, logged, held_out, partner)
 
 # %% ../nbs/10_train.ipynb #8614253f

@@ -67,3 +67,12 @@ def test_a_server_that_fails_mid_run_leaves_a_checkpoint_and_the_resumed_run_los
     try: resumed = train(**common, output=str(tmp_path / "cut"), resume_from=str(tmp_path / "cut"))
     finally: back.close()
     assert losses(resumed) == losses(whole) and len(losses(whole)) == 3
+
+
+def test_the_vllm_engine_without_its_environment_is_refused_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    from ppg_nb.cli import main
+    monkeypatch.setenv("PPG_VLLM_PYTHON", str(tmp_path / "no-such-venv" / "bin" / "python"))
+    assert main(["train", "--rollout-engine", "vllm", "--max-steps", "1", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "make vllm-env" in err and "no-such-venv" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
