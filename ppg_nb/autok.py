@@ -38,6 +38,7 @@ class AutoK:
     def update(self, terms: torch.Tensor, # `(C, ..., N, d)` per-trajectory gradient terms $X^{K}_m$ of each candidate
                reference: torch.Tensor, # `(..., N, d)` per-trajectory terms $X^{F}_m$ of the unbiased (full) gradient
                remaining: float | None = None, # rule "budget": trajectories the rest of the run draws, this step's included
+               update_terms: torch.Tensor | None = None, # `(C, ..., N, d)` the terms the update averages, when `terms` are a lower-noise version of them with the same mean (a baseline); None: `terms`
                ) -> torch.Tensor: # `(...)` index into `candidates` of the chosen K
         "Fold this step's terms into the pooled statistics; the index of the candidate the criterion prefers."
         if terms.ndim < 3 or terms.shape[0] != len(self.candidates) or terms.shape[1:] != reference.shape:
@@ -47,31 +48,40 @@ class AutoK:
         if N < 2: raise ValueError(f"K='auto' needs at least 2 trajectories per step to estimate a variance, got {N}")
         if self.rule == "budget" and (isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not remaining >= 1):
             raise ValueError(f"rule 'budget' needs remaining: the trajectories the rest of the run draws (>= 1), got {remaining!r}")
-        centred_k, centred_f = terms - terms.mean(-2, keepdim=True), reference - reference.mean(-2, keepdim=True)
-        step = dict(mean_k=terms.mean(-2), mean_f=reference.mean(-2),
-                    cross=(centred_k * centred_f).sum((-2, -1)) / (N - 1),            # tr Cov(X^K, X^F)
-                    var_k=(centred_k ** 2).sum((-2, -1)) / (N - 1),                   # tr Var X^K
-                    var_d=((centred_k - centred_f) ** 2).sum((-2, -1)) / (N - 1),      # tr Var (X^K - X^F)
-                    weight=1.0, inv_n=1.0 / N)
-        b = self.memory
-        if self._sums is None: self._sums = step
-        else:                                                                          # s <- b s + this step
-            self._sums = {k: b * v + step[k] for k, v in self._sums.items() if k != "inv_n"} | {"inv_n": b * b * self._sums["inv_n"] + step["inv_n"]}
+        if update_terms is not None and update_terms.shape != terms.shape:
+            raise ValueError(f"update_terms must have the shape of terms {tuple(terms.shape)}, got {tuple(update_terms.shape)}")
+        self._fold(terms, reference, terms if update_terms is None else update_terms)
         s, w = self._sums, self._sums["weight"]
         mean_k, mean_f = s["mean_k"] / w, s["mean_f"] / w
         noise = s["inv_n"] / w ** 2                          # Var of the pooled mean = noise x the Var of one trajectory's term
         self.alignment = (mean_k * mean_f).sum(-1) - noise * s["cross"] / w     # estimates g . E[g_hat_K]
-        self.trace = s["var_k"] / w                                               # tr Var X^K of one trajectory's term
-        if self.rule == "step": self.power = (mean_k ** 2).sum(-1)                # estimates E ||g_hat_K||^2 (pooled)
-        else: self.power = ((mean_k ** 2).sum(-1) - noise * self.trace).clamp(min=0) + self.trace / remaining   # ||mu_K||^2 + trVar / remaining
         self.bias2 = ((mean_k - mean_f) ** 2).sum(-1) - noise * s["var_d"] / w  # estimates ||E g_hat_K - g||^2
-        self.remaining = 1 / noise if self.rule == "step" else float(remaining)   # the trajectories the noise term averages over
+        if self.rule == "step":
+            self.trace, self.remaining = s["var_k"] / w, 1 / noise               # the noise of the pooled batches
+            self.power = (mean_k ** 2).sum(-1)                                   # estimates E ||g_hat_K||^2 (pooled)
+        else:
+            self.trace, self.remaining = s["var_u"] / w, float(remaining)       # the noise of the run's remaining trajectories
+            self.power = ((mean_k ** 2).sum(-1) - noise * s["var_k"] / w).clamp(min=0) + self.trace / self.remaining
         self.variance = self.trace / self.remaining
         if self.criterion == "gain":
             self.score = self.alignment * self.alignment.abs() / self.power.clamp(min=torch.finfo(self.power.dtype).tiny)
         else: self.score = -(self.bias2.clamp(min=0) + self.variance)
         self.choice = self.score.argmax(0)
         return self.choice
+
+    def _fold(self, terms, reference, update_terms) -> None:
+        "Add one batch's means and centred second moments to the pooled sums: s <- memory * s + this batch."
+        N = terms.shape[-2]
+        centred_k, centred_f = terms - terms.mean(-2, keepdim=True), reference - reference.mean(-2, keepdim=True)
+        step = dict(mean_k=terms.mean(-2), mean_f=reference.mean(-2),
+                    cross=(centred_k * centred_f).sum((-2, -1)) / (N - 1),            # tr Cov(X^K, X^F)
+                    var_k=(centred_k ** 2).sum((-2, -1)) / (N - 1),                   # tr Var X^K
+                    var_u=((update_terms - update_terms.mean(-2, keepdim=True)) ** 2).sum((-2, -1)) / (N - 1),  # the update's
+                    var_d=((centred_k - centred_f) ** 2).sum((-2, -1)) / (N - 1),      # tr Var (X^K - X^F)
+                    weight=1.0, inv_n=1.0 / N)
+        b, old = self.memory, self._sums
+        if old is None: self._sums = step
+        else: self._sums = {k: b * old.get(k, step[k]) + step[k] for k in step if k != "inv_n"} | {"inv_n": b * b * old["inv_n"] + step["inv_n"]}
 
     def chosen(self) -> torch.Tensor:
         "The K values chosen at the last update (shape `(...)`)."

@@ -361,8 +361,10 @@ def gradient_errors(env: ExactEnv, N: int, # trajectories per draw
     return pd.DataFrame(rows, columns=["K", "seed", "error", "bound"])
 
 # %% ../nbs/02_theory.ipynb #d58cf39e
-def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int, lr: float, memory, criterion: str, rule: str = "budget"):
+def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int, lr: float, memory, criterion: str, rule: str = "budget",
+               control: bool = False):
     "Gradient ascent where `AutoK` picks K among `candidates` at every step: exact values `(S,)` and chosen K `(steps, S)`."
+    loo = lambda G: (G - G.mean(1, keepdim=True)) * N / (N - 1)           # leave-one-out batch baseline per turn: the same mean
     nS, n = len(seeds), env.n
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]       # the same draws as the fixed-K runs of each seed
     theta, rule, chosen = env.theta0().expand(nS, -1, -1, -1).clone(), AutoK(candidates, memory, criterion, rule), []
@@ -374,7 +376,10 @@ def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int,
             flat = lambda x: x.reshape(nS * N, 1, n)
             return env._score_sum(flat(contexts), flat(actions), flat(returns), probs).reshape(nS, N, -1)
         terms = torch.stack([per_trajectory(partial_returns(rewards, "kstep", K=K)) for K in candidates])   # (C, S, N, d)
-        pick = rule.update(terms, per_trajectory(partial_returns(rewards, "full")), remaining=(steps - step) * N)
+        if control:                                      # the rule's statistics from baselined returns, the noise term from the update's
+            seen = torch.stack([per_trajectory(loo(partial_returns(rewards, "kstep", K=K))) for K in candidates])
+            pick = rule.update(seen, per_trajectory(loo(partial_returns(rewards, "full"))), (steps - step) * N, update_terms=terms)
+        else: pick = rule.update(terms, per_trajectory(partial_returns(rewards, "full")), remaining=(steps - step) * N)
         chosen.append(rule.chosen())
         theta += lr * terms[pick, torch.arange(nS)].mean(-2).view_as(theta)
     return env.exact_value(theta), torch.stack(chosen).double()
@@ -389,6 +394,7 @@ def tradeoff_grid(env: ExactEnv,
                   memory: float | None = None, # `AutoK`'s memory (with "auto"; None: its rule's default)
                   criterion: str = "gain", # `AutoK`'s criterion
                   rule: str = "budget", # `AutoK`'s rule
+                  control: bool | None = None, # the rule reads returns less their batch mean (a control variate); None: with rule "budget"
                   batch: int | None = None, # trajectories per step with a budget: each run draws N in N // batch steps (then `steps` is unused)
                   ) -> pd.DataFrame: # columns N, K, seed, value, optimum (and chosen)
     "Gradient ascent with the empirical K-step gradient for every N, K and seed; the exact value reached, beside $J^*$."
@@ -414,14 +420,14 @@ def tradeoff_grid(env: ExactEnv,
             values = env.exact_value(theta).tolist()
             rows += [(N_row, K, seed, values[k * nS + s], math.nan) for k, K in enumerate(Ks) for s, seed in enumerate(seeds)]
             if auto:
-                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion, rule)
+                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion, rule, rule == "budget" if control is None else control)
                 rows += [(N_row, AUTO, seed, v, c) for seed, v, c in zip(seeds, values.tolist(), chosen.mean(0).tolist())]
                 by_step[N_row] = chosen.mean(1).tolist()
     df = pd.DataFrame(rows, columns=["N", "K", "seed", "value", "chosen"])
     df["optimum"] = env.optimum()
     df = df[["N", "K", "seed", "value", "optimum"] + (["chosen"] if auto else [])]
     df.attrs.update(start=env.exact_value(env.theta0()).item(), steps=run_steps, lr=lr, n=env.n, env=repr(env), batch=batch)
-    if auto: df.attrs.update(memory=memory, criterion=criterion, rule=rule, chosen_by_step=by_step)    # per N: the mean K chosen at each step
+    if auto: df.attrs.update(memory=memory, criterion=criterion, rule=rule, control=control, chosen_by_step=by_step)    # per N: the mean K chosen at each step
     return df
 
 # %% ../nbs/02_theory.ipynb #ccb78e30
