@@ -17,6 +17,8 @@ Exits 1 when a target is missed on the rows there, 2 when rows are missing (the 
 
 Run:  OMP_NUM_THREADS=1 nice -n 5 python tests/benchmarks/bench_auto_k_study.py --output nbs/results/autok/study \
           --domains chatting --seeds 10 11 12 [--only fixed|auto] [--report]
+The first rule on the same seeds (its own folder; the report takes the fixed-K rows of the main one):
+      ... --output nbs/results/autok/study_step --auto-rule step --only auto [--Ns 128 320] [--report --fixed-from nbs/results/autok/study]
 """
 import argparse
 import dataclasses
@@ -34,9 +36,10 @@ from ppg_nb.experiments import (FULL, ResultsCSV, auto_vs_fixed, open_output, ru
 from ppg_nb.train import train
 
 
-def spec_of(domains, seeds):
-    "FULL's scaling settings on these domains and seeds (mode 'autok': its own results folder)."
-    return dataclasses.replace(FULL, name="autok", domains=tuple(domains), seeds=tuple(seeds), length_domains=tuple(domains))
+def spec_of(domains, seeds, Ns=None, auto_rule=None):
+    "FULL's scaling settings on these domains and seeds (mode 'autok': its own results folder); another auto rule: its own folder."
+    return dataclasses.replace(FULL, name="autok", domains=tuple(domains), seeds=tuple(seeds), length_domains=tuple(domains),
+                               Ns=tuple(Ns or FULL.Ns), train_overrides={} if auto_rule is None else {"auto_rule": auto_rule})
 
 
 def rows_of(spec, only: str):
@@ -59,9 +62,13 @@ def run_row(spec, out: Path, domain, method, N, seed) -> dict:
     return json.loads((run_dir / "result.json").read_text())
 
 
-def report(out: Path, spec) -> int:
+def report(out: Path, spec, fixed_from: Path | None = None) -> int:
     f = ResultsCSV(out / "scaling.csv", "scaling")
     df = f.frame()
+    if fixed_from is not None:                                      # the fixed-K rows of another folder (same seeds and settings)
+        other = ResultsCSV(fixed_from / "scaling.csv", "scaling")
+        df = pd.concat([other.frame().query("K != 'auto'"), df[df.K == AUTO]], ignore_index=True)
+        f.done |= {k for k in other.done if k[2] != AUTO}
     df = df[df.domain.isin(spec.domains) & df.seed.isin(spec.seeds)]
     planned = rows_of(spec, "all")
     missing = [r for r in planned if f.key(dict(domain=r[0], N=r[3], K=r[2], seed=r[4])) not in f.done]
@@ -101,8 +108,11 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[10, 11, 12])
     parser.add_argument("--only", choices=["all", "fixed", "auto"], default="all", help="run only these rows")
     parser.add_argument("--report", action="store_true", help="run nothing: print the targets on the rows there")
+    parser.add_argument("--Ns", nargs="+", type=int, default=None, help="numbers of training conversations (default FULL's)")
+    parser.add_argument("--auto-rule", default=None, help="TrainConfig.auto_rule of the auto rows (another folder: e.g. 'step')")
+    parser.add_argument("--fixed-from", type=Path, default=None, help="report: the fixed-K rows of this folder")
     args = parser.parse_args()
-    spec = spec_of(args.domains, args.seeds)
+    spec = spec_of(args.domains, args.seeds, args.Ns, args.auto_rule)
     if not args.report:
         command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
         open_output(spec, args.output, command)
@@ -116,7 +126,7 @@ def main():
             ResultsCSV(args.output / "scaling.csv", "scaling").append(dict(domain=domain, N=N, K=K, seed=seed, pc=saved["pc_after"], chosen=chosen))
             print(f"[{i}/{len(todo)}] {domain} {method} N={N} seed={seed}: PC {saved['pc_after']:.3f} chosen {chosen:.2f} "
                   f"({time.time() - t0:.0f} s; {time.time() - t_start:.0f} s in all)", flush=True)
-    raise SystemExit(report(args.output, spec))
+    raise SystemExit(report(args.output, spec, args.fixed_from))
 
 
 if __name__ == "__main__":
