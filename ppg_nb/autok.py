@@ -8,30 +8,37 @@ from __future__ import annotations
 import torch
 
 # %% auto #0
-__all__ = ['AUTO', 'CRITERIA', 'AutoK']
+__all__ = ['AUTO', 'CRITERIA', 'RULES', 'MEMORY', 'AutoK']
 
 # %% ../nbs/02c_autok.ipynb #55717ec6
 AUTO = "auto"  # the K that asks for the selection rule
 CRITERIA = ("gain", "mse")
+RULES = ("budget", "step")  # "budget": the noise of the run's remaining trajectories; "step": of the pooled batches (the first rule)
+MEMORY = {"budget": 1.0, "step": 0.9}  # each rule's default memory (1: every step of the run weighs the same)
 
 
 class AutoK:
     "Choose the lookahead K at every step from the per-trajectory gradient terms of that step (and a memory of earlier ones)."
     def __init__(self, candidates, # the K values to choose from (two or more distinct integers >= 1)
-                 memory: float = 0.9, # weight of the earlier steps' statistics, in [0, 1) (0: this step only)
-                 criterion: str = "gain"): # "gain": the expected gain at the best step size; "mse": plain bias^2 + variance
+                 memory: float | None = None, # weight of the earlier steps' statistics, in [0, 1] (0: this step only; 1: the run's mean); None: the rule's (`MEMORY`)
+                 criterion: str = "gain", # "gain": the expected gain at the best step size; "mse": plain bias^2 + variance
+                 rule: str = "budget"): # "budget": noise averaged over the run's remaining trajectories; "step": over the pooled batches
         candidates = list(candidates) if not isinstance(candidates, (str, bytes)) else [candidates]
         if any(isinstance(K, bool) or not isinstance(K, int) or K < 1 for K in candidates):
             raise ValueError(f"K='auto' chooses among integer K >= 1: got candidates {candidates}")
         if len(set(candidates)) < 2: raise ValueError(f"K='auto' needs at least two distinct candidate K values, got {candidates}")
-        if isinstance(memory, bool) or not (isinstance(memory, (int, float)) and 0 <= memory < 1):
-            raise ValueError(f"memory must be in [0, 1), got {memory!r}")
+        if rule not in RULES: raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        memory = MEMORY[rule] if memory is None else memory
+        if isinstance(memory, bool) or not (isinstance(memory, (int, float)) and 0 <= memory <= 1):
+            raise ValueError(f"memory must be in [0, 1], got {memory!r}")
         if criterion not in CRITERIA: raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-        self.candidates, self.memory, self.criterion = candidates, float(memory), criterion
+        self.candidates, self.memory, self.criterion, self.rule = candidates, float(memory), criterion, rule
         self._sums = None
 
     def update(self, terms: torch.Tensor, # `(C, ..., N, d)` per-trajectory gradient terms $X^{K}_m$ of each candidate
                reference: torch.Tensor, # `(..., N, d)` per-trajectory terms $X^{F}_m$ of the unbiased (full) gradient
+               remaining: float | None = None, # rule "budget": trajectories the rest of the run draws, this step's included
+               update_terms: torch.Tensor | None = None, # `(C, ..., N, d)` the terms the update averages, when `terms` are a lower-noise version of them with the same mean (a baseline); None: `terms`
                ) -> torch.Tensor: # `(...)` index into `candidates` of the chosen K
         "Fold this step's terms into the pooled statistics; the index of the candidate the criterion prefers."
         if terms.ndim < 3 or terms.shape[0] != len(self.candidates) or terms.shape[1:] != reference.shape:
@@ -39,28 +46,42 @@ class AutoK:
                              f"{tuple(terms.shape)} and {tuple(reference.shape)}")
         N = terms.shape[-2]
         if N < 2: raise ValueError(f"K='auto' needs at least 2 trajectories per step to estimate a variance, got {N}")
-        centred_k, centred_f = terms - terms.mean(-2, keepdim=True), reference - reference.mean(-2, keepdim=True)
-        step = dict(mean_k=terms.mean(-2), mean_f=reference.mean(-2),
-                    cross=(centred_k * centred_f).sum((-2, -1)) / (N - 1),            # tr Cov(X^K, X^F)
-                    var_k=(centred_k ** 2).sum((-2, -1)) / (N - 1),                   # tr Var X^K
-                    var_d=((centred_k - centred_f) ** 2).sum((-2, -1)) / (N - 1),      # tr Var (X^K - X^F)
-                    weight=1.0, inv_n=1.0 / N)
-        b = self.memory
-        if self._sums is None: self._sums = step
-        else:                                                                          # s <- b s + this step
-            self._sums = {k: b * v + step[k] for k, v in self._sums.items() if k != "inv_n"} | {"inv_n": b * b * self._sums["inv_n"] + step["inv_n"]}
+        if self.rule == "budget" and (isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not remaining >= 1):
+            raise ValueError(f"rule 'budget' needs remaining: the trajectories the rest of the run draws (>= 1), got {remaining!r}")
+        if update_terms is not None and update_terms.shape != terms.shape:
+            raise ValueError(f"update_terms must have the shape of terms {tuple(terms.shape)}, got {tuple(update_terms.shape)}")
+        self._fold(terms, reference, terms if update_terms is None else update_terms)
         s, w = self._sums, self._sums["weight"]
         mean_k, mean_f = s["mean_k"] / w, s["mean_f"] / w
         noise = s["inv_n"] / w ** 2                          # Var of the pooled mean = noise x the Var of one trajectory's term
         self.alignment = (mean_k * mean_f).sum(-1) - noise * s["cross"] / w     # estimates g . E[g_hat_K]
-        self.power = (mean_k ** 2).sum(-1)                                       # estimates E ||g_hat_K||^2 (pooled)
         self.bias2 = ((mean_k - mean_f) ** 2).sum(-1) - noise * s["var_d"] / w  # estimates ||E g_hat_K - g||^2
-        self.variance = noise * s["var_k"] / w
+        if self.rule == "step":
+            self.trace, self.remaining = s["var_k"] / w, 1 / noise               # the noise of the pooled batches
+            self.power = (mean_k ** 2).sum(-1)                                   # estimates E ||g_hat_K||^2 (pooled)
+        else:
+            self.trace, self.remaining = s["var_u"] / w, float(remaining)       # the noise of the run's remaining trajectories
+            self.power = ((mean_k ** 2).sum(-1) - noise * s["var_k"] / w).clamp(min=0) + self.trace / self.remaining
+        self.variance = self.trace / self.remaining
         if self.criterion == "gain":
             self.score = self.alignment * self.alignment.abs() / self.power.clamp(min=torch.finfo(self.power.dtype).tiny)
         else: self.score = -(self.bias2.clamp(min=0) + self.variance)
         self.choice = self.score.argmax(0)
         return self.choice
+
+    def _fold(self, terms, reference, update_terms) -> None:
+        "Add one batch's means and centred second moments to the pooled sums: s <- memory * s + this batch."
+        N = terms.shape[-2]
+        centred_k, centred_f = terms - terms.mean(-2, keepdim=True), reference - reference.mean(-2, keepdim=True)
+        step = dict(mean_k=terms.mean(-2), mean_f=reference.mean(-2),
+                    cross=(centred_k * centred_f).sum((-2, -1)) / (N - 1),            # tr Cov(X^K, X^F)
+                    var_k=(centred_k ** 2).sum((-2, -1)) / (N - 1),                   # tr Var X^K
+                    var_u=((update_terms - update_terms.mean(-2, keepdim=True)) ** 2).sum((-2, -1)) / (N - 1),  # the update's
+                    var_d=((centred_k - centred_f) ** 2).sum((-2, -1)) / (N - 1),      # tr Var (X^K - X^F)
+                    weight=1.0, inv_n=1.0 / N)
+        b, old = self.memory, self._sums
+        if old is None: self._sums = step
+        else: self._sums = {k: b * old.get(k, step[k]) + step[k] for k in step if k != "inv_n"} | {"inv_n": b * b * old["inv_n"] + step["inv_n"]}
 
     def chosen(self) -> torch.Tensor:
         "The K values chosen at the last update (shape `(...)`)."

@@ -361,12 +361,14 @@ def gradient_errors(env: ExactEnv, N: int, # trajectories per draw
     return pd.DataFrame(rows, columns=["K", "seed", "error", "bound"])
 
 # %% ../nbs/02_theory.ipynb #d58cf39e
-def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int, lr: float, memory: float, criterion: str):
+def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int, lr: float, memory, criterion: str, rule: str = "budget",
+               control: bool = False):
     "Gradient ascent where `AutoK` picks K among `candidates` at every step: exact values `(S,)` and chosen K `(steps, S)`."
+    loo = lambda G: (G - G.mean(1, keepdim=True)) * N / (N - 1)           # leave-one-out batch baseline per turn: the same mean
     nS, n = len(seeds), env.n
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]       # the same draws as the fixed-K runs of each seed
-    theta, rule, chosen = env.theta0().expand(nS, -1, -1, -1).clone(), AutoK(candidates, memory, criterion), []
-    for _ in range(steps):
+    theta, rule, chosen = env.theta0().expand(nS, -1, -1, -1).clone(), AutoK(candidates, memory, criterion, rule), []
+    for step in range(steps):
         uniforms = torch.stack([torch.rand(N, n, 2, generator=g, dtype=torch.float64) for g in gens])
         actions, contexts, rewards = env._sample(theta, uniforms)
         probs = theta.softmax(-1).repeat_interleave(N, 0)
@@ -374,30 +376,40 @@ def _auto_runs(env: ExactEnv, N: int, seeds: list, candidates: list, steps: int,
             flat = lambda x: x.reshape(nS * N, 1, n)
             return env._score_sum(flat(contexts), flat(actions), flat(returns), probs).reshape(nS, N, -1)
         terms = torch.stack([per_trajectory(partial_returns(rewards, "kstep", K=K)) for K in candidates])   # (C, S, N, d)
-        pick = rule.update(terms, per_trajectory(partial_returns(rewards, "full")))
+        if control:                                      # the rule's statistics from baselined returns, the noise term from the update's
+            seen = torch.stack([per_trajectory(loo(partial_returns(rewards, "kstep", K=K))) for K in candidates])
+            pick = rule.update(seen, per_trajectory(loo(partial_returns(rewards, "full"))), (steps - step) * N, update_terms=terms)
+        else: pick = rule.update(terms, per_trajectory(partial_returns(rewards, "full")), remaining=(steps - step) * N)
         chosen.append(rule.chosen())
         theta += lr * terms[pick, torch.arange(nS)].mean(-2).view_as(theta)
     return env.exact_value(theta), torch.stack(chosen).double()
 
 
 def tradeoff_grid(env: ExactEnv,
-                  Ns=(4, 16, 64, 256), # trajectories per step, a log grid
+                  Ns=(4, 16, 64, 256), # trajectories per step, a log grid (with `batch`: trajectories of the whole run)
                   Ks=None, # K values of "kstep" (default 1..n); "auto" among them: `AutoK` chooses among the others at every step
                   seeds=range(5), # one run per seed, for every N and K
                   steps: int = 50, # gradient steps per run
                   lr: float = 2.0, # step size
-                  memory: float = 0.9, # `AutoK`'s memory (with "auto")
-                  criterion: str = "gain") -> pd.DataFrame: # `AutoK`'s criterion; columns N, K, seed, value, optimum (and chosen)
+                  memory: float | None = None, # `AutoK`'s memory (with "auto"; None: its rule's default)
+                  criterion: str = "gain", # `AutoK`'s criterion
+                  rule: str = "budget", # `AutoK`'s rule
+                  control: bool | None = None, # the rule reads returns less their batch mean (a control variate); None: with rule "budget"
+                  batch: int | None = None, # trajectories per step with a budget: each run draws N in N // batch steps (then `steps` is unused)
+                  ) -> pd.DataFrame: # columns N, K, seed, value, optimum (and chosen)
     "Gradient ascent with the empirical K-step gradient for every N, K and seed; the exact value reached, beside $J^*$."
     Ns, seeds = _check_ints(Ns, "Ns", 1), _check_ints(seeds, "seeds", 0)
     Ks = list(range(1, env.n + 1)) if Ks is None else list(Ks)
     auto, fixed = AUTO in Ks, [K for K in Ks if K != AUTO]
-    if auto: AutoK(fixed, memory, criterion)                                        # refuses fewer than two candidates, a bad memory
+    if auto: AutoK(fixed, memory, criterion, rule)                                  # refuses fewer than two candidates, a bad memory
     Ks = _check_ints(fixed, "Ks", 1)
     steps, lr = _check_int(steps, "steps", 1), _check_number(lr, "lr", 0, low_open=True)
-    rows, nS, by_step = [], len(seeds), {}
+    budget = batch is not None
+    if budget: batch = _check_int(batch, "batch", 2)
+    rows, nS, by_step, run_steps = [], len(seeds), {}, steps
     with one_thread():
-        for N in Ns:
+        for N_row in Ns:
+            N, steps = (batch, max(1, N_row // batch)) if budget else (N_row, run_steps)
             gens = [torch.Generator().manual_seed(seed) for seed in seeds]
             theta = env.theta0().expand(len(Ks) * nS, -1, -1, -1).clone()      # run r = k * nS + s
             for _ in range(steps):
@@ -406,16 +418,16 @@ def tradeoff_grid(env: ExactEnv,
                 returns = torch.cat([partial_returns(rewards[k * nS:(k + 1) * nS], "kstep", K=K) for k, K in enumerate(Ks)])
                 theta += lr * env._score_sum(contexts, actions, returns / N, theta.softmax(-1))
             values = env.exact_value(theta).tolist()
-            rows += [(N, K, seed, values[k * nS + s], math.nan) for k, K in enumerate(Ks) for s, seed in enumerate(seeds)]
+            rows += [(N_row, K, seed, values[k * nS + s], math.nan) for k, K in enumerate(Ks) for s, seed in enumerate(seeds)]
             if auto:
-                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion)
-                rows += [(N, AUTO, seed, v, c) for seed, v, c in zip(seeds, values.tolist(), chosen.mean(0).tolist())]
-                by_step[N] = chosen.mean(1).tolist()
+                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion, rule, rule == "budget" if control is None else control)
+                rows += [(N_row, AUTO, seed, v, c) for seed, v, c in zip(seeds, values.tolist(), chosen.mean(0).tolist())]
+                by_step[N_row] = chosen.mean(1).tolist()
     df = pd.DataFrame(rows, columns=["N", "K", "seed", "value", "chosen"])
     df["optimum"] = env.optimum()
     df = df[["N", "K", "seed", "value", "optimum"] + (["chosen"] if auto else [])]
-    df.attrs.update(start=env.exact_value(env.theta0()).item(), steps=steps, lr=lr, n=env.n, env=repr(env))
-    if auto: df.attrs.update(memory=memory, criterion=criterion, chosen_by_step=by_step)    # per N: the mean K chosen at each step
+    df.attrs.update(start=env.exact_value(env.theta0()).item(), steps=run_steps, lr=lr, n=env.n, env=repr(env), batch=batch)
+    if auto: df.attrs.update(memory=memory, criterion=criterion, rule=rule, control=control, chosen_by_step=by_step)    # per N: the mean K chosen at each step
     return df
 
 # %% ../nbs/02_theory.ipynb #ccb78e30

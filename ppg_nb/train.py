@@ -38,7 +38,8 @@ from .engine import EngineSampler, vllm_python, VLLMServer
 from .partner import converse, load_partner
 from .bases import embedded_base, lr_scheduler
 from .loss import NORMALIZE, ValueHead, forward_logprobs, kl_penalty, ppg_loss, ratio_deviation
-from .personas import DOMAINS, derive_seed, make_dataset, sample_personas
+from .core import derive_seed
+from .personas import DOMAINS, make_dataset, sample_personas
 from .model import (add_lora, check_model_source, last_hidden_states, lean_logprobs_error, load_model, model_path, output_logits,
                           refresh_every, working)
 from .credit import BASELINES, Advantages, conversation_returns
@@ -155,7 +156,10 @@ class CreditConfig:
                                        "`auto_candidates` (ppg_nb.autok.AutoK on sketched per-turn score terms); None: 2")
     auto_candidates: list[int] = _field([1, 2, 3, 4, 5, 10], "K='auto': the lookaheads it chooses among (a K at least the "
                                                              "conversation length is full planning)")
-    auto_memory: float = _field(0.9, "K='auto': weight of earlier steps' statistics in the rule (ppg_nb.autok.AutoK memory)")
+    auto_memory: float | None = _field(None, "K='auto': weight of earlier steps' statistics in the rule (ppg_nb.autok.AutoK memory); "
+                                             "None: the rule's default (budget: 1, the run's mean; step: 0.9)")
+    auto_rule: str = _field("budget", "K='auto': 'budget' weighs the noise of the run's remaining trajectories (ppg_nb.autok); "
+                                      "'step': of the pooled batches (the first rule)")
     auto_sketch: int = _field(16, "K='auto': each per-turn score term is sketched to auto_sketch**2 numbers (`AutoCredit`)")
     segment_length: int | None = _field(None, "segment length of 'segment' (or give segment_boundaries)")
     segment_boundaries: list[int] | None = _field(None, "interior cut points of 'segment', e.g. [3, 7]")
@@ -172,7 +176,7 @@ class CreditConfig:
             _refuse_unless(self.policy == "kstep", f"K is the lookahead of policy 'kstep'; policy {self.policy!r} does not take it (drop K)")
             if self.K != AUTO: _integer(self, "K", 1)
         if self.K == AUTO:
-            AutoK(self.auto_candidates, self.auto_memory)           # two or more distinct integer K >= 1, memory in [0, 1)
+            AutoK(self.auto_candidates, self.auto_memory, rule=self.auto_rule)   # two or more distinct integer K >= 1, memory in [0, 1], a rule
             _integer(self, "auto_sketch", 2)
         if self.policy == "segment":
             _refuse_unless((self.segment_length is None) != (self.segment_boundaries is None),
@@ -579,7 +583,7 @@ class AutoCredit(StepHook):
     "K='auto' in the trainer: candidates' returns, the sketch of per-turn score terms, and the `AutoK` rule (a `StepHook`)."
     def __init__(self, config: TrainConfig, vocab_size: int, hidden_size: int, device):
         self.config, self.candidates = config, list(config.auto_candidates)
-        self.rule = AutoK(self.candidates, config.auto_memory)
+        self.rule = AutoK(self.candidates, config.auto_memory, rule=config.auto_rule)
         self.K = 2 if 2 in self.candidates else min(self.candidates)       # until the rule has seen a batch
         self.advantages = Advantages("batch" if config.baseline is not None else None, config.normalize_advantages)
         r, gen = config.auto_sketch, torch.Generator().manual_seed(derive_seed(config.seed, 0, 0, 11) % 2 ** 31)
@@ -613,8 +617,8 @@ class AutoCredit(StepHook):
         out = torch.zeros(len(batch.input_ids), J, phi.shape[1], dtype=phi.dtype, device=phi.device)
         return out.index_put_((rows, turn), phi * weight[:, None], accumulate=True)
 
-    def observe(self, model, hidden, batch: Batch, accelerator) -> None:
-        "Fold one forward pass (its last hidden states) into the rule; the K of the next step."
+    def observe(self, model, hidden, batch: Batch, accelerator, remaining: int = 1) -> None:
+        "Fold one forward pass (its last hidden states) into the rule; the K of the next step (`remaining`: the run's trajectories still to draw)."
         sketches = self.turn_sketches(model, hidden, batch).double()                   # (B, J, d)
         def terms(key):
             G = self.returns[key].to(sketches.device)[batch.conv_index] * batch.turn_mask
@@ -623,16 +627,22 @@ class AutoCredit(StepHook):
         if accelerator.num_processes > 1:                                              # every process makes the same choice
             candidates = accelerator.gather(candidates.transpose(0, 1).contiguous()).transpose(0, 1)
             reference = accelerator.gather(reference)
-        pick = int(self.rule.update(candidates.cpu(), reference.cpu()))
+        pick = int(self.rule.update(candidates.cpu(), reference.cpu(), remaining=remaining))
         self.K = self.candidates[pick]
         self.last = {"auto/next_K": self.K, "auto/score": self.rule.score.tolist(), "auto/alignment": self.rule.alignment.tolist(),
-                     "auto/power": self.rule.power.tolist()}
+                     "auto/power": self.rule.power.tolist(), "auto/trace": self.rule.trace.tolist(), "auto/remaining": self.rule.remaining}
 
     def read(self, run, batches): self.step_K = self.K          # the K this step credits with (`Credit`)
 
     def loss_term(self, run, i, batch, logprobs, hidden, first_pass):
         "No loss term: the first pass's forward is folded into the rule (`observe`)."
-        if first_pass: self.observe(run.model, hidden.detach(), batch, run.accelerator)
+        if first_pass: self.observe(run.model, hidden.detach(), batch, run.accelerator, self.remaining(run))
+
+    def remaining(self, run) -> int:
+        "The trajectories the run draws after this step (at least one step's): what the next K's noise averages over."
+        c = run.config
+        per_step = c.online_batch if run.data.mode == "online" else c.batch_size * c.grad_accum * run.accelerator.num_processes
+        return max(1, run.total - run.state["step"] - 1) * per_step
 
     def record(self): return {"auto/K": self.step_K, **self.last}
 
