@@ -58,7 +58,9 @@ class VLLMServer:
                         "base", "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype, "--enforce-eager",
                         "--enable-lora", "--max-lora-rank", str(rank), "--max-model-len", str(max_model_len),
                         "--logprobs-mode", "processed_logprobs"]   # the log-probs of the distribution sampled from
-        self.env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
+        self.env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",   # every core computes (vLLM's
+                    **os.environ,                                                          # CPU default keeps one for serving)
+                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
 
 # %% ../nbs/08e_engine.ipynb #360ff879
 def _start(self: VLLMServer) -> VLLMServer:
