@@ -736,7 +736,11 @@ def engine_sampler(run, step: int, seed: int):
     config = run.config
     if config.rollout_engine != "vllm": return None
     if run.engine is None:
-        server = None if config.engine_url else VLLMServer(model_path(str(run.base)), config.lora_r, config.max_length).start()
+        server = None
+        if not config.engine_url:
+            server = VLLMServer(model_path(str(run.base)), config.lora_r, config.max_length)
+            with working(f"starting a vLLM server for the rollouts on {server.url} (its log: {server.log_path})", config.progress):
+                server.start()
         run.engine = EngineSampler(config.engine_url or server.url, stop_ids(run.net, run.tok), config.temperature,
                                    config.max_new_tokens, server=server)
     adapter = run.out / "engine" / f"policy-{os.getpid()}-{step}"      # a name no other run on the same server uses
