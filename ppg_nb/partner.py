@@ -17,12 +17,17 @@ from .render import Example, supports_system_role
 from .rollout import Rollout, context_ids, end_of_turn_ids, sample_lines, stop_ids, turn_closing
 
 # %% auto #0
-__all__ = ['DEFAULT_PARTNER_URL', 'partner_messages', 'RemotePartner', 'load_partner', 'converse']
+__all__ = ['DEFAULT_PARTNER_URL', 'partner_name', 'partner_messages', 'RemotePartner', 'load_partner', 'converse']
 
 # %% ../nbs/08d_partner.ipynb #621b8ba3
+def partner_name(conv: Conversation) -> str:
+    "Who the partner is in `conv`: the first speaker other than the agent, else the domain's partner, else 'Partner'."
+    return next((s for s, _ in conv.turns if s != conv.role), conv.meta.get("partner") or "Partner")
+
+
 def partner_messages(conv: Conversation) -> list[dict]:
     "The chat messages the partner reads before its next line: its role, then the conversation from its side."
-    partner = next((s for s, _ in conv.turns if s != conv.role), conv.meta.get("partner") or "Partner")
+    partner = partner_name(conv)
     system = (f"You are the {partner} in a conversation with a {conv.role}" + (f" about: {conv.scenario}" if conv.scenario else "")
               + f". Stay in your role. Reply with your next line only, as the {partner}, without your name.")
     said = [{"role": "user" if s == conv.role else "assistant", "content": t} for s, t in conv.turns]
@@ -79,7 +84,8 @@ def converse(model, tokenizer, # the policy (a causal LM with a chat template) a
             ) -> tuple[list[Conversation], list[Example]]: # unscored conversations, the sampled tokens
     "The model and a live partner talk for `n_turns` rounds from each start; the model's lines sampled token in, token out."
     convs = [_opening(c) for c in starts]
-    system_role, closing = supports_system_role(tokenizer), turn_closing(tokenizer, supports_system_role(tokenizer))
+    system_role = supports_system_role(tokenizer)
+    closing = turn_closing(tokenizer, system_role)
     end_ids, stops, rollouts = end_of_turn_ids(model, tokenizer), stop_ids(model, tokenizer, stop), [Rollout() for _ in convs]
     was_training = model.training
     model.eval()
@@ -87,8 +93,7 @@ def converse(model, tokenizer, # the policy (a causal LM with a chat template) a
         for k in range(n_turns):
             ask = [j for j, c in enumerate(convs) if not c.turns or c.turns[-1][0] == c.role]   # the partner speaks first
             for j, line in zip(ask, partner([convs[j] for j in ask], seed=derive_seed(seed, k)) if ask else []):
-                partner_name = next((s for s, _ in convs[j].turns if s != convs[j].role), convs[j].meta.get("partner") or "Partner")
-                convs[j].turns.append((partner_name, line))
+                convs[j].turns.append((partner_name(convs[j]), line))
             for c, r in zip(convs, rollouts): r.read(context_ids(tokenizer, c, r, system_role, end_ids, closing))
             torch.manual_seed(derive_seed(seed, k, 1))
             prompts = [r.input_ids for r in rollouts]
