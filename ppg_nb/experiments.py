@@ -419,12 +419,12 @@ def _run_study(self: _Runner, study: str) -> pd.DataFrame:
         if turns.key(dict(r._asdict(), turn=1)) in turns.done: continue          # recorded: no file to read
         result = self.out / "runs" / run_name(r.domain, r.method, r.N, r.n_turns, r.seed) / "result.json"
         if result.is_file(): self.record_turns(turns, r, json.loads(result.read_text())["pc_by_turn_after"])
-    held = [r for r in todo if not self.run_row(study, f, turns, r, wait=False)]  # another process runs these now
-    for r in held: self.run_row(study, f, turns, r, wait=True)                   # so they come last, when it is done
+    held = [r for r in todo if not self.run_row(study, f, turns, r, len(rows), wait=False)]  # another process runs these now
+    for r in held: self.run_row(study, f, turns, r, len(rows), wait=True)                   # so they come last, when it is done
     return f.frame()
 
 # %% ../nbs/13_experiments.ipynb #f816d67e
-def _run_row(self: _Runner, study: str, f: ResultsCSV, turns: ResultsCSV, r, wait: bool) -> bool:
+def _run_row(self: _Runner, study: str, f: ResultsCSV, turns: ResultsCSV, r, planned: int, wait: bool) -> bool:
     "Run plan row `r` and append it; False (nothing done) when another process holds its run and `wait` is False."
     with self.folder.claim(run_name(r.domain, r.method, r.N, r.n_turns, r.seed), wait=wait) as mine:
         if not mine: return False
@@ -439,7 +439,7 @@ def _run_row(self: _Runner, study: str, f: ResultsCSV, turns: ResultsCSV, r, wai
         chosen = float(np.mean(saved["chosen_K"])) if r.method != "base" and saved.get("chosen_K") else math.nan
         self.record_turns(turns, r, by_turn)
         f.append(dict(r._asdict(), pc=pc, seconds=seconds, chosen=chosen))
-        self.log(f"[{study} {len(f.done)}/{len(plan(self.spec).query('study == @study'))}] {r.domain} {r.method} N={r.N} "
+        self.log(f"[{study} {len(f.done)}/{planned}] {r.domain} {r.method} N={r.N} "
                  f"T={r.n_turns} seed={r.seed}: PC {pc:.3f} ({how}, {time.time() - t0:.0f} s; {time.time() - self.started:.0f} s in all)")
     return True
 
