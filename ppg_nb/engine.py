@@ -57,7 +57,8 @@ class VLLMServer:
         self.command = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir, "--served-model-name",
                         "base", "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype, "--enforce-eager",
                         "--enable-lora", "--max-lora-rank", str(rank), "--max-model-len", str(max_model_len),
-                        "--logprobs-mode", "processed_logprobs"]   # the log-probs of the distribution sampled from
+                        "--logprobs-mode", "processed_logprobs",   # the log-probs of the distribution sampled from
+                        "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max_model_len)]   # seeded lines (below)
         self.env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",   # every core computes (vLLM's
                     **os.environ,                                                          # CPU default keeps one for serving)
                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}

