@@ -51,9 +51,9 @@ __all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY',
            'PER_PROCESS_STATE', 'ModelConfig', 'DataConfig', 'CreditConfig', 'OnlineConfig', 'OptimConfig',
            'EvalConfig', 'OutputConfig', 'TrainConfig', 'load_data', 'RunData', 'run_data', 'load_adapter',
            'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint', 'TrainResult', 'batch_indices',
-           'config_differences', 'minibatches', 'StepHook', 'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample',
-           'engine_sampler', 'sample_rollouts', 'sample_logged', 'logged_rewards', 'ppg_step', 'process_share',
-           'process_weight', 'process_sum', 'process_mean', 'apply_update', 'rollout_record', 'Run',
+           'config_differences', 'minibatches', 'StepHook', 'process_weight', 'process_sum', 'process_mean',
+           'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'engine_sampler', 'sample_rollouts',
+           'sample_logged', 'logged_rewards', 'ppg_step', 'process_share', 'apply_update', 'rollout_record', 'Run',
            'reset_peak_memory', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #1d7c65b7
@@ -579,6 +579,33 @@ class StepHook:
         "What the step's log gets from this extra (called once, at the end of the step)."
         return {}
 
+# %% ../nbs/10_train.ipynb #d637b285
+def process_weight(accelerator, count: int) -> float:
+    "This process's `count` (tokens, turns) over the mean count of the processes: the weight that makes the processes' mean of "
+    "per-count means the mean over all of them; 1 on one process."
+    if accelerator.num_processes == 1: return 1.0
+    counts = accelerator.gather(torch.tensor([float(count)], device=accelerator.device))
+    return float(count) * accelerator.num_processes / max(float(counts.sum()), 1.0)
+
+
+def process_sum(accelerator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    "On several processes, a function summing a tensor over them (an all-reduce; a last dimension, per-turn rows, zero-padded "
+    "to the longest process's), for the batch statistics of `Advantages` and `AutoCredit`; None on one process."
+    if accelerator.num_processes == 1: return None
+    def total(t: torch.Tensor) -> torch.Tensor:
+        where, t = t.device, t.to(accelerator.device)
+        if t.dim():
+            width = int(accelerator.reduce(torch.tensor([t.shape[-1]], device=accelerator.device), "max"))
+            t = torch.nn.functional.pad(t, (0, width - t.shape[-1]))
+        return accelerator.reduce(t, "sum").to(where)
+    return total
+
+
+def process_mean(accelerator, value: float) -> float:
+    "The mean of a logged number over the processes (itself on one process)."
+    if accelerator is None or accelerator.num_processes == 1: return value
+    return float(accelerator.reduce(torch.tensor([value], device=accelerator.device), "mean"))
+
 # %% ../nbs/10_train.ipynb #28eee915
 class AutoCredit(StepHook):
     "K='auto' in the trainer: candidates' returns, the sketch of per-turn score terms, and the `AutoK` rule (a `StepHook`)."
@@ -859,33 +886,6 @@ def process_share(accelerator, batch: Batch, normalize: str) -> float:
     return process_weight(accelerator, int(count))
 
 
-def process_weight(accelerator, count: int) -> float:
-    "This process's `count` (tokens, turns) over the mean count of the processes: the weight that makes the processes' mean of "
-    "per-count means the mean over all of them; 1 on one process."
-    if accelerator.num_processes == 1: return 1.0
-    counts = accelerator.gather(torch.tensor([float(count)], device=accelerator.device))
-    return float(count) * accelerator.num_processes / max(float(counts.sum()), 1.0)
-
-
-def process_sum(accelerator) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    "On several processes, a function summing a tensor over them (an all-reduce; a last dimension, per-turn rows, zero-padded "
-    "to the longest process's), for the batch statistics of `Advantages` and `AutoCredit`; None on one process."
-    if accelerator.num_processes == 1: return None
-    def total(t: torch.Tensor) -> torch.Tensor:
-        where, t = t.device, t.to(accelerator.device)
-        if t.dim():
-            width = int(accelerator.reduce(torch.tensor([t.shape[-1]], device=accelerator.device), "max"))
-            t = torch.nn.functional.pad(t, (0, width - t.shape[-1]))
-        return accelerator.reduce(t, "sum").to(where)
-    return total
-
-
-def process_mean(accelerator, value: float) -> float:
-    "The mean of a logged number over the processes (itself on one process)."
-    if accelerator is None or accelerator.num_processes == 1: return value
-    return float(accelerator.reduce(torch.tensor([value], device=accelerator.device), "mean"))
-
-
 def apply_update(run) -> float | None:
     "Clip, step, zero: one optimiser update; returns the gradient norm (None when not clipping)."
     norm = None
@@ -981,7 +981,7 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
         raise ValueError("baseline='value' (PPO's critic) is not supported with FSDP (an accelerate config with distributed_type: "
                          "FSDP): its value head is trained outside the sharded model, which accelerate's FSDP2 cannot shard nor "
                          "checkpoint with the optimiser; use baseline='batch' or 'running', or several processes without FSDP "
-                         "(accelerate launch --multi_gpu, or --cpu, --num_processes N)")
+                         "(DDP: accelerate launch --multi_gpu --num_processes N, on CPUs too)")
     if accelerator.device.type == "cpu" and world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     offline, conversations = data.mode == "offline", data.logged
     if config.model == EMBEDDED:
