@@ -5,6 +5,8 @@
 # %% ../nbs/04a_credit.ipynb #1b410339
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .core import partial_returns
@@ -36,17 +38,21 @@ class Advantages:
     "Turn returns -> advantages: baseline by turn index (none, batch mean or running mean) and optional normalisation."
     def __init__(self, baseline: str | None = None, # None, "batch" or "running"
                  normalize: bool = False, # divide by the batch standard deviation
-                 momentum: float = 0.1): # weight of the newest batch in the running mean
+                 momentum: float = 0.1, # weight of the newest batch in the running mean
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None): # several processes: sums a tensor over them (per-turn rows zero-padded to the longest); None: one process
         if baseline not in BASELINES: raise ValueError(f"unknown baseline {baseline!r}: choose one of {BASELINES}")
-        self.baseline, self.normalize, self.momentum, self.running = baseline, normalize, momentum, None
+        self.baseline, self.normalize, self.momentum, self.running, self.reduce = baseline, normalize, momentum, None, reduce
 
-    def __call__(self, returns: torch.Tensor, # `(B, J)` turn returns
+    def _sum(self, t: torch.Tensor) -> torch.Tensor: return t if self.reduce is None else self.reduce(t)
+
+    def __call__(self, returns: torch.Tensor, # `(B, J)` turn returns (this process's share of the batch)
                  mask: torch.Tensor) -> torch.Tensor: # `(B, J)` bool, turns trained in this batch
-        "Advantages `(B, J)`, 0 where `mask` is false."
+        "Advantages `(B, J)`, 0 where `mask` is false; the mean and the standard deviation are those of the whole batch (every process's rows)."
         returns = returns.float() * mask
         if self.baseline is not None:
-            count = mask.sum(0)
-            mean = returns.sum(0) / count.clamp(min=1)
+            if self.reduce is None: total, count = returns.sum(0), mask.sum(0)
+            else: total, count = self.reduce(torch.stack([returns.sum(0), mask.sum(0).float()]))   # every process's turns
+            mean = total / count.clamp(min=1)
             if self.baseline == "running":
                 if self.running is None or len(self.running) < len(mean):
                     old = self.running
@@ -55,10 +61,10 @@ class Advantages:
                 else:
                     seen = count > 0
                     self.running[:len(mean)][seen] = (1 - self.momentum) * self.running[:len(mean)][seen] + self.momentum * mean[seen]
-                mean = self.running[:returns.shape[1]]
-            returns = (returns - mean) * mask
-        if self.normalize and mask.sum() > 1:
-            std = ((returns - returns.sum() / mask.sum()) * mask).pow(2).sum().div(mask.sum() - 1).sqrt()
+                mean = self.running
+            returns = (returns - mean[:returns.shape[1]]) * mask
+        if self.normalize and (n := self._sum(mask.sum())) > 1:
+            std = self._sum(((returns - self._sum(returns.sum()) / n) * mask).pow(2).sum()).div(n - 1).sqrt()
             returns = returns / (std + 1e-6)
         return returns
 

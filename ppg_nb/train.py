@@ -51,9 +51,10 @@ __all__ = ['MODES', 'SCHEDULES', 'EMBEDDED', 'RESUMABLE_CHANGES', 'ONLINE_ONLY',
            'PER_PROCESS_STATE', 'ModelConfig', 'DataConfig', 'CreditConfig', 'OnlineConfig', 'OptimConfig',
            'EvalConfig', 'OutputConfig', 'TrainConfig', 'load_data', 'RunData', 'run_data', 'load_adapter',
            'checkpoint_hooks', 'checkpoint_index', 'find_checkpoint', 'TrainResult', 'batch_indices',
-           'config_differences', 'minibatches', 'StepHook', 'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample',
-           'engine_sampler', 'sample_rollouts', 'sample_logged', 'logged_rewards', 'ppg_step', 'process_share',
-           'apply_update', 'rollout_record', 'Run', 'reset_peak_memory', 'peak_memory_mb', 'train']
+           'config_differences', 'minibatches', 'StepHook', 'process_weight', 'process_sum', 'process_mean',
+           'AutoCredit', 'Credit', 'KLPenalty', 'Critic', 'Sample', 'engine_sampler', 'sample_rollouts',
+           'sample_logged', 'logged_rewards', 'ppg_step', 'process_share', 'apply_update', 'rollout_record', 'Run',
+           'reset_peak_memory', 'peak_memory_mb', 'train']
 
 # %% ../nbs/10_train.ipynb #1d7c65b7
 MODES = ("offline", "online")
@@ -425,7 +426,7 @@ def run_data(config: TrainConfig) -> RunData:
 
 # %% ../nbs/10_train.ipynb #8614253f
 CHECKPOINT_PREFIX = "checkpoint_"
-PER_PROCESS_STATE = ("advantages", "auto")  # a checkpoint's state of each process (state_<i>.json); the rest is the main one's
+PER_PROCESS_STATE = ("advantages", "auto")  # also written by each other process (state_<i>.json): the same as the main one's
 
 
 def load_adapter(path, # a checkpoint (or any folder with `adapter/adapter_model.safetensors`)
@@ -448,7 +449,7 @@ def checkpoint_hooks(accelerator, # the run's `Accelerator`
         if accelerator.is_main_process:
             (Path(output_dir) / "state.json").write_text(json.dumps(state))
             (Path(output_dir) / "config.json").write_text(json.dumps(state.get("config", {}), indent=1))
-        else:   # the other processes' own statistics (running baseline, K='auto'): each learnt from its own batches
+        else:   # the other processes' running baseline and K='auto' statistics: the main one's, learnt from the same whole batches
             own = {k: state[k] for k in PER_PROCESS_STATE if k in state}
             (Path(output_dir) / f"state_{accelerator.process_index}.json").write_text(json.dumps(own))
     def load(models, input_dir):
@@ -578,14 +579,42 @@ class StepHook:
         "What the step's log gets from this extra (called once, at the end of the step)."
         return {}
 
+# %% ../nbs/10_train.ipynb #d637b285
+def process_weight(accelerator, count: int) -> float:
+    "This process's `count` (tokens, turns) over the mean count of the processes: the weight that makes the processes' mean of "
+    "per-count means the mean over all of them; 1 on one process."
+    if accelerator.num_processes == 1: return 1.0
+    counts = accelerator.gather(torch.tensor([float(count)], device=accelerator.device))
+    return float(count) * accelerator.num_processes / max(float(counts.sum()), 1.0)
+
+
+def process_sum(accelerator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    "On several processes, a function summing a tensor over them (an all-reduce; a last dimension, per-turn rows, zero-padded "
+    "to the longest process's), for the batch statistics of `Advantages` and `AutoCredit`; None on one process."
+    if accelerator.num_processes == 1: return None
+    def total(t: torch.Tensor) -> torch.Tensor:
+        where, t = t.device, t.to(accelerator.device)
+        if t.dim():
+            width = int(accelerator.reduce(torch.tensor([t.shape[-1]], device=accelerator.device), "max"))
+            t = torch.nn.functional.pad(t, (0, width - t.shape[-1]))
+        return accelerator.reduce(t, "sum").to(where)
+    return total
+
+
+def process_mean(accelerator, value: float) -> float:
+    "The mean of a logged number over the processes (itself on one process)."
+    if accelerator is None or accelerator.num_processes == 1: return value
+    return float(accelerator.reduce(torch.tensor([value], device=accelerator.device), "mean"))
+
 # %% ../nbs/10_train.ipynb #28eee915
 class AutoCredit(StepHook):
     "K='auto' in the trainer: candidates' returns, the sketch of per-turn score terms, and the `AutoK` rule (a `StepHook`)."
-    def __init__(self, config: TrainConfig, vocab_size: int, hidden_size: int, device):
-        self.config, self.candidates = config, list(config.auto_candidates)
+    def __init__(self, config: TrainConfig, vocab_size: int, hidden_size: int, device,
+                 reduce: Callable | None = None): # several processes: a sum over them (`process_sum`); None: one process
+        self.config, self.candidates, self.reduce = config, list(config.auto_candidates), reduce
         self.rule = AutoK(self.candidates, config.auto_memory, rule=config.auto_rule)
         self.K = 2 if 2 in self.candidates else min(self.candidates)       # until the rule has seen a batch
-        self.advantages = Advantages("batch" if config.baseline is not None else None, config.normalize_advantages)
+        self.advantages = Advantages("batch" if config.baseline is not None else None, config.normalize_advantages, reduce=reduce)
         r, gen = config.auto_sketch, torch.Generator().manual_seed(derive_seed(config.seed, 0, 0, 11) % 2 ** 31)
         self.project_vocab = (torch.randn(vocab_size, r, generator=gen) / r ** 0.5).to(device)
         self.project_hidden = (torch.randn(hidden_size, r, generator=gen) / r ** 0.5).to(device)
@@ -599,7 +628,7 @@ class AutoCredit(StepHook):
 
     @torch.no_grad()
     def turn_sketches(self, model, hidden, batch: Batch, chunk_size: int = 1024) -> torch.Tensor:
-        "`(B, J, r*r)`: each turn's sketched output-layer score term, with the loss's token weights."
+        "`(B, J, r*r)`: each turn's sketched output-layer score term, with the loss's token weights (those of every process's batch)."
         mask = batch.turn_of_target >= 0
         rows, _ = mask.nonzero(as_tuple=True)
         turn, targets = batch.turn_of_target[mask], batch.input_ids[:, 1:][mask]
@@ -610,10 +639,13 @@ class AutoCredit(StepHook):
         v = h.float() @ self.project_hidden                                              # R_H^T h, (M, r)
         phi = (u[:, :, None] * v[:, None, :]).flatten(1)                                 # (M, r*r)
         J = batch.turn_returns.shape[1]
-        if self.config.normalize == "token": weight = torch.full_like(turn, 1.0 / len(turn), dtype=phi.dtype)
+        if self.config.normalize == "token":
+            tokens = len(turn) if self.reduce is None else int(self.reduce(torch.tensor(len(turn), device=phi.device)))
+            weight = torch.full_like(turn, 1.0 / tokens, dtype=phi.dtype)
         else:
             count = torch.zeros(len(batch.input_ids), J, device=phi.device).index_put_((rows, turn), torch.ones_like(phi[:, 0]), accumulate=True)
-            weight = 1.0 / (count[rows, turn] * (count > 0).sum())
+            turns = (count > 0).sum()
+            weight = 1.0 / (count[rows, turn] * (turns if self.reduce is None else self.reduce(turns)))
         out = torch.zeros(len(batch.input_ids), J, phi.shape[1], dtype=phi.dtype, device=phi.device)
         return out.index_put_((rows, turn), phi * weight[:, None], accumulate=True)
 
@@ -674,29 +706,30 @@ class Credit:
 # %% ../nbs/10_train.ipynb #a431212f
 class KLPenalty(StepHook):
     "`kl_coef` as a hook: the reference policy's log-probs read before any update, beta times `kl_penalty` in every loss."
-    def __init__(self, coef: float): self.coef, self.refs, self.values = coef, [], []
+    def __init__(self, coef: float): self.coef, self.refs, self.values, self.accelerator = coef, [], [], None
 
     @torch.no_grad()
     def read(self, run, batches):
-        net, self.values = run.net, []
+        net, self.values, self.accelerator = run.net, [], run.accelerator
         with run.accelerator.autocast(), net.disable_adapter():                         # pi_ref: the base model
             self.refs = [forward_logprobs(net, b, run.config.lean_logprobs)[0] for b in batches]
 
     def loss_term(self, run, i, batch, logprobs, hidden, first_pass):
-        kl = kl_penalty(logprobs, self.refs[i], batch.turn_of_target >= 0)
+        kl = kl_penalty(logprobs, self.refs[i], batch.turn_of_target >= 0)   # mean over this process's agent tokens
+        kl = kl * process_weight(run.accelerator, int((batch.turn_of_target >= 0).sum()))  # mean of processes: the whole batch's
         self.values.append(kl.item())
         return self.coef * kl
 
-    def record(self): return {"train/kl": float(np.mean(self.values))}
+    def record(self): return {"train/kl": process_mean(self.accelerator, float(np.mean(self.values)))}
 
 
 class Critic(StepHook):
     "`baseline='value'` as a hook: V(s_t) read before any update and subtracted from G_t; its squared error in every loss."
-    def __init__(self, head: ValueHead): self.head, self.values, self.losses, self.masks = head, [], [], []
+    def __init__(self, head: ValueHead): self.head, self.values, self.losses, self.masks, self.accelerator = head, [], [], [], None
 
     @torch.no_grad()
     def read(self, run, batches):
-        self.losses, self.masks = [], [b.turn_mask for b in batches]
+        self.losses, self.masks, self.accelerator = [], [b.turn_mask for b in batches], run.accelerator
         with run.accelerator.autocast():
             self.values = [self.head(last_hidden_states(run.model, b.input_ids, b.attention_mask), b.turn_of_target,
                                      b.turn_returns.shape[1]) for b in batches]
@@ -708,7 +741,8 @@ class Critic(StepHook):
 
     def loss_term(self, run, i, batch, logprobs, hidden, first_pass):
         loss = self.head.loss(self.head(hidden, batch.turn_of_target, batch.turn_returns.shape[1]), batch.turn_returns,
-                              batch.turn_mask)
+                              batch.turn_mask)                     # mean over this process's trained turns
+        loss = loss * process_weight(run.accelerator, int(batch.turn_mask.sum()))   # mean of processes: the whole batch's
         self.losses.append(loss.item())
         return loss
 
@@ -718,8 +752,12 @@ class Critic(StepHook):
             if p.grad is not None: p.grad = run.accelerator.reduce(p.grad, "mean")
 
     def record(self):
-        return {"train/value_loss": float(np.mean(self.losses)),
-                "train/value_mean": float(torch.cat([v[m] for v, m in zip(self.values, self.masks)]).mean())}
+        V = torch.cat([v[m] for v, m in zip(self.values, self.masks)])
+        mean = V.mean()
+        if self.accelerator.num_processes > 1:                                         # over every process's turns
+            total = self.accelerator.reduce(torch.stack([V.float().sum(), V.new_tensor(float(len(V)))]), "sum")
+            mean = total[0] / total[1]
+        return {"train/value_loss": process_mean(self.accelerator, float(np.mean(self.losses))), "train/value_mean": float(mean)}
 
 # %% ../nbs/10_train.ipynb #8be5e203
 @dataclass
@@ -845,8 +883,7 @@ def process_share(accelerator, batch: Batch, normalize: str) -> float:
     valid = batch.turn_of_target >= 0
     if normalize == "token": count = valid.sum()
     else: count = torch.unique(torch.nonzero(valid)[:, 0] * (int(batch.turn_of_target.max()) + 1) + batch.turn_of_target[valid]).numel()
-    counts = accelerator.gather(torch.tensor([float(count)], device=accelerator.device))
-    return float(count) * accelerator.num_processes / max(float(counts.sum()), 1.0)
+    return process_weight(accelerator, int(count))
 
 
 def apply_update(run) -> float | None:
@@ -940,6 +977,11 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
     accelerator = make_accelerator(project, config.mixed_precision)   # FSDP2 when launched with an FSDP config (ppg_nb.sharded)
     world, rank = accelerator.num_processes, accelerator.process_index
     if ckpt is not None: check_resume(ckpt, accelerator)            # the same number of processes, sharded or not as before
+    if is_sharded(accelerator) and config.baseline == "value":
+        raise ValueError("baseline='value' (PPO's critic) is not supported with FSDP (an accelerate config with distributed_type: "
+                         "FSDP): its value head is trained outside the sharded model, which accelerate's FSDP2 cannot shard nor "
+                         "checkpoint with the optimiser; use baseline='batch' or 'running', or several processes without FSDP "
+                         "(DDP: accelerate launch --multi_gpu --num_processes N, on CPUs too)")
     if accelerator.device.type == "cpu" and world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     offline, conversations = data.mode == "offline", data.logged
     if config.model == EMBEDDED:
@@ -972,14 +1014,15 @@ def _setup(config: TrainConfig, out: Path, ckpt: Path | None, data: RunData) -> 
     if is_sharded(accelerator): check_wrappable(model, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
     if is_sharded(accelerator): after_prepare(model)
-    adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages)
+    reduce = process_sum(accelerator)                                 # several processes: statistics of the whole batch
+    adv_fn = Advantages(None if config.baseline == "value" else config.baseline, config.normalize_advantages, reduce=reduce)
     judge = load_judge(config.judge, device=str(accelerator.device))
     for client, what in ((judge, "judge"), (data.partner, "partner")):     # remote: a resumed run reuses the answers it paid for
         if isinstance(client, ChatClient): client.keep_answers(out / "requests" / f"{what}-{rank}.jsonl")
     auto = None
     if config.K == AUTO:
         net = accelerator.unwrap_model(model)
-        auto = AutoCredit(config, net.get_output_embeddings().weight.shape[0], net.config.hidden_size, accelerator.device)
+        auto = AutoCredit(config, net.get_output_embeddings().weight.shape[0], net.config.hidden_size, accelerator.device, reduce)
     hooks = [auto, KLPenalty(config.kl_coef) if config.kl_coef > 0 else None, Critic(value_head) if value_head is not None else None]
     run = Run(config, out, accelerator, model, tok, optimizer, scheduler, adv_fn, total, str(base), data, judge,
               sample=sample_logged if offline else sample_rollouts, score=logged_rewards if offline else judge.score_into,

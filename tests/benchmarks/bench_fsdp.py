@@ -3,6 +3,7 @@ otherwise), step time, and the memory of each process against `ppg_nb.sharded.lo
 
     python tests/benchmarks/bench_fsdp.py --model smollm2-135m-instruct --save nbs/results/fsdp/smollm2.json
     python tests/benchmarks/bench_fsdp.py --model embedded --save nbs/results/fsdp/embedded.json
+    python tests/benchmarks/bench_fsdp.py --model embedded --baseline batch --normalize-advantages   # statistics of the whole batch
 
 Memory on CPU is the resident set: `runtime_mb` is a process's resident set after its imports, before any model (torch,
 transformers, peft, accelerate, gloo); `load_peak_mb` the peak of the whole run (each process loads the full model before
@@ -48,7 +49,8 @@ def worker(args) -> None:
         if step == args.steps: peaks["steps"] = peak_memory_mb("cpu")      # before the final checkpoint
     cfg = TrainConfig(model=args.model, mode="offline", n_conversations=args.conversations, n_turns=args.turns,
                       batch_size=args.batch // args.world, max_steps=args.steps, eval_personas=0, lora_r=args.lora_r,
-                      baseline=None, progress=False, output=str(Path(args.out) / "run"), max_length=args.max_length,
+                      baseline=None if args.baseline == "none" else args.baseline,
+                      normalize_advantages=args.normalize_advantages, progress=False, output=str(Path(args.out) / "run"), max_length=args.max_length,
                       base_conversations=args.base_conversations, base_steps=args.base_steps)
     result = train(cfg, callback=callback)
     rank = int(os.environ.get("RANK", 0))
@@ -80,6 +82,9 @@ def main():
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--baseline", default="none", help="'none' (as measured in nbs/results/fsdp), 'batch' (the trainer's "
+                   "default) or 'running': their mean over every process's rows")
+    p.add_argument("--normalize-advantages", action="store_true", help="divide by the whole batch's standard deviation")
     p.add_argument("--threads", type=int, default=1, help="threads of each process (OMP_NUM_THREADS)")
     p.add_argument("--base-conversations", type=int, default=3000, help="embedded base: as the default run's")
     p.add_argument("--base-steps", type=int, default=400)
@@ -104,9 +109,11 @@ def main():
     report = {"command": "python tests/benchmarks/bench_fsdp.py " + " ".join(sys.argv[1:]), "torch": torch.__version__,
               "cpus": os.cpu_count(), "machine": platform.machine(), "model": args.model,
               "model_config": {k: model_config.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
-                               "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings")}, "global_batch": args.batch, "lora_r": args.lora_r, "steps": args.steps, "threads": args.threads,
+                               "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings")}, "global_batch": args.batch, "baseline": args.baseline,
+              "normalize_advantages": args.normalize_advantages, "lora_r": args.lora_r, "steps": args.steps, "threads": args.threads,
               "step1_loss": {"1": loss1, "2": loss2, "relative_difference": rel}, "runs": {}}
-    print(f"{args.model}: global batch {args.batch}, LoRA r={args.lora_r}, {args.threads} thread(s) per process")
+    print(f"{args.model}: global batch {args.batch}, baseline {args.baseline}{', normalised' if args.normalize_advantages else ''}, "
+          f"LoRA r={args.lora_r}, {args.threads} thread(s) per process")
     for world, found in runs.items():
         for f in found:
             later = f["steps"][1:] or f["steps"]
