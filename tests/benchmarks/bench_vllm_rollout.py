@@ -4,11 +4,15 @@ The same online rollout as a training step samples it: SmolLM2-135M-Instruct wit
 `--batch` logged conversations of `--turns` agent turns (the synthetic education domain's, as `replay_logged` plays them),
 `--max-new-tokens` per line, float32. Once with HF `generate` in this process, once on a vLLM server (started from
 $PPG_VLLM_PYTHON or .venv-vllm, or `--engine-url`), the adapter loaded into it; `--repeats` times each, alternating, so a
-busy machine slows both alike. Prints the median rollout time of each and their ratio, and the mean and max |difference|
+busy machine slows both alike; each after an untimed warm-up. Prints the median rollout time of each and their ratio, and the mean and max |difference|
 between the log-probs the engine returned and the trainer's forward pass over the same tokens.
 Targets: vLLM's rollout time at most 1/3 of HF's; mean |log-prob difference| at most 1e-4. Exits non-zero on a miss.
 
-Run:  python tests/benchmarks/bench_vllm_rollout.py [--batch 8] [--turns 5] [--max-new-tokens 48] [--repeats 2] [--save FILE.json]
+`--vllm-kernels` also times the same rollouts on a second server with vLLM's own LoRA kernels (ppg_nb's plugin,
+nbs/08f_vllm_lora.ipynb, turned off by VLLM_PLUGINS=""), printed beside.
+
+Run:  python tests/benchmarks/bench_vllm_rollout.py [--batch 8] [--turns 5] [--max-new-tokens 48] [--repeats 2] [--vllm-kernels]
+          [--save FILE.json]
 """
 import argparse
 import json
@@ -24,6 +28,7 @@ from ppg_nb.engine import EngineSampler, VLLMServer
 from ppg_nb.model import add_lora, load_model, model_logprobs, model_path
 from ppg_nb.personas import make_dataset
 from ppg_nb.results import versions
+from ppg_nb.vllm_lora import LOG_LINE
 from ppg_nb.rollout import replay_logged, stop_ids
 
 MODEL, MAX_RATIO, MAX_LOGPROB_DIFF = "smollm2-135m-instruct", 1 / 3, 1e-4
@@ -48,6 +53,8 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--engine-url", default=None, help="a vLLM server you started (with --enable-lora); default: start one")
+    parser.add_argument("--vllm-kernels", action="store_true",
+                        help="also time the rollouts on a server with vLLM's own LoRA kernels (ppg_nb's plugin off), printed beside")
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args()
     model, tok = load_model(MODEL)
@@ -56,16 +63,23 @@ def main():
     for name, p in model.named_parameters():                            # an adapter that moves the model (B = 0 would not)
         if "lora_B" in name: p.data.normal_(0, 0.02)
     convs = make_dataset("education", args.batch, args.turns, seed=11)
-    server = None if args.engine_url else VLLMServer(model_path(MODEL), lora_rank=16, max_model_len=4096)
-    started = time.time()
-    if server: server.start()
-    startup = time.time() - started
+    def warm_up(sampler):                                                # first calls pay one-time costs: not timed
+        replay_logged(model, tok, convs[:2], 1.0, 4, seed=99, batch_size=2, sampler=sampler)
+
+    def start_server(env=None):
+        server = VLLMServer(model_path(MODEL), lora_rank=16, max_model_len=4096)
+        server.env.update(env or {})
+        started = time.time()
+        return server.start(), time.time() - started
+
+    server, startup = start_server() if not args.engine_url else (None, None)
+    times, tokens = {"hf": [], "vllm": []}, {"hf": [], "vllm": []}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(f"{tmp}/adapter", safe_serialization=True)
             engine = EngineSampler(args.engine_url or server.url, stop_ids(model, tok), max_new_tokens=args.max_new_tokens)
             engine.load_adapter(f"{tmp}/adapter", "bench")
-            times, tokens = {"hf": [], "vllm": []}, {"hf": [], "vllm": []}
+            warm_up(None); warm_up(engine)
             for r in range(args.repeats):
                 for kind in times:
                     t0 = time.perf_counter()
@@ -74,17 +88,37 @@ def main():
                     times[kind].append(time.perf_counter() - t0)
                     tokens[kind].append(sum(sum(t >= 0 for t in e.turn_of_token) for e in examples))
                     if kind == "vllm" and r == 0: mean_diff, max_diff = logprob_difference(model, examples)
+            plugin = (LOG_LINE in server.log_path.read_text()) if server else None   # ppg_nb's LoRA kernels (nbs/08f) or vLLM's
             engine.close()
+            if args.vllm_kernels:                                        # the same rollouts on vLLM's own LoRA kernels
+                server.stop()
+                server, _ = start_server({"VLLM_PLUGINS": ""})           # an empty allowlist: no plugin loads
+                assert LOG_LINE not in server.log_path.read_text()
+                engine = EngineSampler(server.url, stop_ids(model, tok), max_new_tokens=args.max_new_tokens)
+                engine.load_adapter(f"{tmp}/adapter", "bench")
+                warm_up(engine)
+                times["vllm_own_kernels"], tokens["vllm_own_kernels"] = [], []
+                for r in range(args.repeats):
+                    t0 = time.perf_counter()
+                    _, examples = replay_logged(model, tok, convs, 1.0, args.max_new_tokens, seed=r, batch_size=args.batch,
+                                                sampler=engine)
+                    times["vllm_own_kernels"].append(time.perf_counter() - t0)
+                    tokens["vllm_own_kernels"].append(sum(sum(t >= 0 for t in e.turn_of_token) for e in examples))
+                engine.close()
     finally:
         if server: server.stop()
     hf, vllm = statistics.median(times["hf"]), statistics.median(times["vllm"])
     ratio = vllm / hf
     print(f"{args.batch} conversations x {args.turns} agent turns, <= {args.max_new_tokens} new tokens a line, float32, "
-          f"{args.repeats} repeats" + (f"; server start {startup:.0f} s" if server else ""))
+          f"{args.repeats} repeats" + (f"; server start {startup:.0f} s" if startup else "")
+          + {True: "; LoRA kernels: ppg_nb.vllm_lora's", False: "; LoRA kernels: vLLM's own", None: ""}[plugin])
     print(f"{'':<16}{'rollout':>10}{'agent tokens':>14}{'tokens/s':>10}")
-    for kind, t in (("HF generate", hf), ("vLLM", vllm)):
-        n = statistics.median(tokens["hf" if kind == "HF generate" else "vllm"])
-        print(f"{kind:<16}{t:>9.1f}s{n:>14.0f}{n / t:>10.0f}")
+    names = {"hf": "HF generate", "vllm": "vLLM", "vllm_own_kernels": "vLLM, its LoRA"}
+    for kind in times:
+        t, n = statistics.median(times[kind]), statistics.median(tokens[kind])
+        print(f"{names[kind]:<16}{t:>9.1f}s{n:>14.0f}{n / t:>10.0f}")
+    if "vllm_own_kernels" in times:
+        print(f"vLLM with ppg_nb's LoRA kernels / with its own: {vllm / statistics.median(times['vllm_own_kernels']):.3f}")
     print(f"vLLM / HF rollout time: {ratio:.3f}   target <= {MAX_RATIO:.3f}: {'ok' if ratio <= MAX_RATIO else 'MISSED'}")
     print(f"log-probs, engine vs trainer: mean |diff| {mean_diff:.2e}, max {max_diff:.2e}   target mean <= {MAX_LOGPROB_DIFF:.0e}: "
           f"{'ok' if mean_diff <= MAX_LOGPROB_DIFF else 'MISSED'}")
@@ -92,8 +126,10 @@ def main():
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(dict(command=" ".join(["python", *sys.argv]), batch=args.batch, turns=args.turns,
                                              max_new_tokens=args.max_new_tokens, hf_s=times["hf"], vllm_s=times["vllm"],
+                                             vllm_own_kernels_s=times.get("vllm_own_kernels"),
                                              tokens=tokens, ratio=ratio, logprob_mean_diff=mean_diff, logprob_max_diff=max_diff,
-                                             server_start_s=startup if server else None, versions=versions()), indent=1) + "\n")
+                                             server_start_s=startup, lora_plugin=plugin,
+                                             versions=versions()), indent=1) + "\n")
     if ratio > MAX_RATIO or mean_diff > MAX_LOGPROB_DIFF:
         sys.exit(f"MISSED: vLLM/HF {ratio:.3f} (target <= {MAX_RATIO:.3f}), mean log-prob diff {mean_diff:.2e} (target <= {MAX_LOGPROB_DIFF:.0e})")
 
