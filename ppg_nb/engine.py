@@ -5,11 +5,13 @@
 # %% ../nbs/08e_engine.ipynb #4f1d5309
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -64,10 +66,16 @@ class VLLMServer:
                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
 
 # %% ../nbs/08e_engine.ipynb #360ff879
+def _die_with_parent() -> None:
+    "In the server's process, before it runs: Linux sends it SIGTERM when the process that started it dies, even by SIGKILL."
+    if sys.platform.startswith("linux"): ctypes.CDLL(None).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
+
+
 def _start(self: VLLMServer) -> VLLMServer:
     "Start the server and wait until it answers; a `RuntimeError` with the end of its log if it exits or times out first."
     log = open(self.log_path, "w")
-    self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+    self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                                 preexec_fn=_die_with_parent)
     started = time.time()
     while time.time() - started < self.startup_timeout:
         if self.proc.poll() is not None: break
