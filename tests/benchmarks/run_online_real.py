@@ -20,6 +20,9 @@ training finished (runs/<method>/result.json) is not trained again; one cut mid-
 
 Run:  PPG_VLLM_PYTHON=/path/to/vllm/python python tests/benchmarks/run_online_real.py \\
           --data-dir $PPG_DATA/full --output nbs/results/engine/online_real
+A real judge or partner is one flag each (the server still serves the rest; use a new --output):
+      --judge openai:gpt-4o-mini@https://api.openai.com/v1                  (key in $PPG_NB_JUDGE_API_KEY)
+      --partner openai:meta-llama/Llama-3.1-70B-Instruct@URL                (key in $PPG_NB_PARTNER_API_KEY)
 """
 import argparse
 import json
@@ -53,7 +56,8 @@ TYPES = dict(seed=int, pc=float, n_conversations=int, n_lines=int, judge_auc=flo
 def train_overrides(args, method: str, data: Path, url: str, output: Path) -> dict:
     "The `TrainConfig` fields of one method's online run (the same for every method but the credit set)."
     remote = f"openai:base@{url}"
-    return dict(model=MODEL, data=str(data), mode="online", partner=remote, judge=remote, rollout_engine="vllm", engine_url=url,
+    return dict(model=MODEL, data=str(data), mode="online", partner=args.partner or remote, judge=args.judge or remote,
+                rollout_engine="vllm", engine_url=url,
                 **method_config(method), online_batch=args.online_batch, batch_size=args.online_batch, n_turns=args.turns,
                 max_new_tokens=args.max_new_tokens, temperature=1.0, max_steps=args.steps, lr=args.lr, max_length=args.max_length,
                 seed=args.seed, output=str(output), progress=False)
@@ -82,7 +86,7 @@ def dialogues(args, model, tok, starts, url: str, adapter: Path | None, judge) -
     engine = EngineSampler(url, stop_ids(model, tok), temperature=1.0, max_new_tokens=args.max_new_tokens, seed=args.eval_seed)
     if adapter is not None: engine.load_adapter(adapter, f"eval-{adapter.parent.name}")
     try:
-        convs, _ = converse(model, tok, starts, load_partner(f"openai:base@{url}"), args.turns, 1.0, args.max_new_tokens,
+        convs, _ = converse(model, tok, starts, load_partner(args.partner or f"openai:base@{url}"), args.turns, 1.0, args.max_new_tokens,
                             args.eval_seed, sampler=engine)
     finally: engine.close()                                            # unloads the adapter (the server keeps running)
     return persona_consistency(judge.score_into(convs))
@@ -93,6 +97,10 @@ def main():
     parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/consistent_llms/full"),
                         help="the folder holding the Consistent-LLMs files (education__gemma-2-2b-it_len_10.json)")
     parser.add_argument("--output", type=Path, default=Path("nbs/results/engine/online_real"))
+    parser.add_argument("--judge", default=None, help="the judge ('openai:MODEL@URL', key in $PPG_NB_JUDGE_API_KEY, or any "
+                        "`ppg_nb.judge.load_judge` spec); default: SmolLM2 on the script's vLLM server, asked as 'openai:base@URL'")
+    parser.add_argument("--partner", default=None, help="the partner ('openai:MODEL@URL', key in $PPG_NB_PARTNER_API_KEY); "
+                        "default: SmolLM2 on the script's vLLM server, asked as 'openai:base@URL'")
     parser.add_argument("--methods", nargs="+", default=["greedy", "kstep-2", "full"])
     parser.add_argument("--steps", type=int, default=4, help="online PPG steps per method")
     parser.add_argument("--online-batch", type=int, default=4, help="conversations rolled out per step (= the training batch)")
@@ -116,7 +124,7 @@ def main():
                 steps=args.steps, online_batch=args.online_batch, turns=args.turns, max_new_tokens=args.max_new_tokens, lr=args.lr,
                 max_length=args.max_length, seed=args.seed, eval_conversations=args.eval_conversations, eval_seed=args.eval_seed,
                 agreement_lines=args.agreement_lines, server_threads=args.server_threads,
-                partner="openai:base (SmolLM2 on vLLM)", judge="openai:base (SmolLM2 on vLLM)")
+                partner=args.partner or "openai:base (SmolLM2 on vLLM)", judge=args.judge or "openai:base (SmolLM2 on vLLM)")
     folder = ResultsFolder(args.output, "online_real", spec, command=" ".join(["python", *sys.argv]), ignore=("data/", "runs/"))
     paths = real_data(REAL_FULL, args.data_dir, args.output)           # the split of nbs/15_real (train / held-out personas)
     held_out = load_conversations(paths["held_out"])
@@ -139,8 +147,8 @@ def main():
                                                                     "VLLM_CPU_KVCACHE_SPACE") if k in server.env}))
     try:
         url = server.url
-        judge = load_judge(f"openai:base@{url}")
-        judge_name = "openai:base (SmolLM2-135M-Instruct on vLLM)"
+        judge = load_judge(args.judge or f"openai:base@{url}")
+        judge_name = args.judge or "openai:base (SmolLM2-135M-Instruct on vLLM)"
         if not agreement.refresh():
             t0 = time.time()
             a = judge_agreement(judge, held_out, args.agreement_lines)
