@@ -18,6 +18,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 from .judge import ChatClient, RemoteError
 from .core import derive_seed
 
@@ -50,8 +52,10 @@ class VLLMServer:
                  max_model_len: int = 4096, dtype: str = "float32",
                  kv_cache_gib: int = 1, # CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
                  startup_timeout: float = 600.0, # seconds until it must answer
-                 python: str | None = None): # the vLLM environment's Python (default `vllm_python()`)
+                 python: str | None = None, # the vLLM environment's Python (default `vllm_python()`)
+                 single_process: bool | None = None): # API server, engine and model in one process; None: when no GPU is visible
         self.model_dir, self.python, self.startup_timeout = str(model_dir), python or vllm_python(), startup_timeout
+        self.single_process = not torch.cuda.is_available() if single_process is None else single_process
         self.port, self.proc = _free_port(), None
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = Path(tempfile.mkdtemp(prefix="vllm-")) / "server.log"
@@ -61,9 +65,11 @@ class VLLMServer:
                         "--enable-lora", "--max-lora-rank", str(rank), "--max-model-len", str(max_model_len),
                         "--logprobs-mode", "processed_logprobs",   # the log-probs of the distribution sampled from
                         "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max_model_len)]   # seeded lines (below)
+        if self.single_process: self.command += ["--distributed-executor-backend", "uni"]   # the model in the engine's process
         self.env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",   # every core computes (vLLM's
                     **os.environ,                                                          # CPU default keeps one for serving)
                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
+        if self.single_process: self.env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"    # the engine in the API server's process
 
 # %% ../nbs/08e_engine.ipynb #360ff879
 def _die_with_parent() -> None:

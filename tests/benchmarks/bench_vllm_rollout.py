@@ -8,10 +8,11 @@ busy machine slows both alike; each after an untimed warm-up. Prints the median 
 between the log-probs the engine returned and the trainer's forward pass over the same tokens.
 Targets: vLLM's rollout time at most 1/3 of HF's; mean |log-prob difference| at most 1e-4. Exits non-zero on a miss.
 
-`--vllm-kernels` also times the same rollouts on a second server with vLLM's own LoRA kernels (ppg_nb's plugin,
-nbs/08f_vllm_lora.ipynb, turned off by VLLM_PLUGINS=""), printed beside.
+`--variants own-kernels three-processes` also times the same rollouts on a server with vLLM's own LoRA kernels (ppg_nb's
+plugin, nbs/08f_vllm_lora.ipynb, turned off by VLLM_PLUGINS="") and on one in vLLM's three processes (VLLMServer runs one
+where no GPU is visible), each printed beside the default.
 
-Run:  python tests/benchmarks/bench_vllm_rollout.py [--batch 8] [--turns 5] [--max-new-tokens 48] [--repeats 2] [--vllm-kernels]
+Run:  python tests/benchmarks/bench_vllm_rollout.py [--batch 8] [--turns 5] [--max-new-tokens 48] [--repeats 2] [--variants ...]
           [--save FILE.json]
 """
 import argparse
@@ -53,8 +54,9 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--engine-url", default=None, help="a vLLM server you started (with --enable-lora); default: start one")
-    parser.add_argument("--vllm-kernels", action="store_true",
-                        help="also time the rollouts on a server with vLLM's own LoRA kernels (ppg_nb's plugin off), printed beside")
+    parser.add_argument("--variants", nargs="*", default=[], choices=["own-kernels", "three-processes"],
+                        help="also time the rollouts on a server with vLLM's own LoRA kernels (ppg_nb's plugin off) or in vLLM's "
+                             "three processes (API server, engine, worker), each printed beside")
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args()
     model, tok = load_model(MODEL)
@@ -66,14 +68,21 @@ def main():
     def warm_up(sampler):                                                # first calls pay one-time costs: not timed
         replay_logged(model, tok, convs[:2], 1.0, 4, seed=99, batch_size=2, sampler=sampler)
 
-    def start_server(env=None):
-        server = VLLMServer(model_path(MODEL), lora_rank=16, max_model_len=4096)
-        server.env.update(env or {})
+    def start_server(variant=None):
+        server = VLLMServer(model_path(MODEL), lora_rank=16, max_model_len=4096, single_process=variant != "three-processes")
+        if variant == "own-kernels": server.env["VLLM_PLUGINS"] = ""     # an empty allowlist: ppg_nb's plugin does not load
         started = time.time()
         return server.start(), time.time() - started
 
+    def timed(kind, sampler, r):
+        t0 = time.perf_counter()
+        _, examples = replay_logged(model, tok, convs, 1.0, args.max_new_tokens, seed=r, batch_size=args.batch, sampler=sampler)
+        times.setdefault(kind, []).append(time.perf_counter() - t0)
+        tokens.setdefault(kind, []).append(sum(sum(t >= 0 for t in e.turn_of_token) for e in examples))
+        return examples
+
     server, startup = start_server() if not args.engine_url else (None, None)
-    times, tokens = {"hf": [], "vllm": []}, {"hf": [], "vllm": []}
+    times, tokens = {}, {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(f"{tmp}/adapter", safe_serialization=True)
@@ -81,29 +90,19 @@ def main():
             engine.load_adapter(f"{tmp}/adapter", "bench")
             warm_up(None); warm_up(engine)
             for r in range(args.repeats):
-                for kind in times:
-                    t0 = time.perf_counter()
-                    _, examples = replay_logged(model, tok, convs, 1.0, args.max_new_tokens, seed=r, batch_size=args.batch,
-                                                sampler=engine if kind == "vllm" else None)
-                    times[kind].append(time.perf_counter() - t0)
-                    tokens[kind].append(sum(sum(t >= 0 for t in e.turn_of_token) for e in examples))
-                    if kind == "vllm" and r == 0: mean_diff, max_diff = logprob_difference(model, examples)
+                timed("hf", None, r)
+                examples = timed("vllm", engine, r)
+                if r == 0: mean_diff, max_diff = logprob_difference(model, examples)
             plugin = (LOG_LINE in server.log_path.read_text()) if server else None   # ppg_nb's LoRA kernels (nbs/08f) or vLLM's
             engine.close()
-            if args.vllm_kernels:                                        # the same rollouts on vLLM's own LoRA kernels
+            for variant in args.variants:                                 # the same rollouts on another server, beside
                 server.stop()
-                server, _ = start_server({"VLLM_PLUGINS": ""})           # an empty allowlist: no plugin loads
-                assert LOG_LINE not in server.log_path.read_text()
+                server, _ = start_server(variant)
+                assert (LOG_LINE in server.log_path.read_text()) == (variant != "own-kernels")
                 engine = EngineSampler(server.url, stop_ids(model, tok), max_new_tokens=args.max_new_tokens)
                 engine.load_adapter(f"{tmp}/adapter", "bench")
                 warm_up(engine)
-                times["vllm_own_kernels"], tokens["vllm_own_kernels"] = [], []
-                for r in range(args.repeats):
-                    t0 = time.perf_counter()
-                    _, examples = replay_logged(model, tok, convs, 1.0, args.max_new_tokens, seed=r, batch_size=args.batch,
-                                                sampler=engine)
-                    times["vllm_own_kernels"].append(time.perf_counter() - t0)
-                    tokens["vllm_own_kernels"].append(sum(sum(t >= 0 for t in e.turn_of_token) for e in examples))
+                for r in range(args.repeats): timed(f"vllm {variant}", engine, r)
                 engine.close()
     finally:
         if server: server.stop()
@@ -112,13 +111,11 @@ def main():
     print(f"{args.batch} conversations x {args.turns} agent turns, <= {args.max_new_tokens} new tokens a line, float32, "
           f"{args.repeats} repeats" + (f"; server start {startup:.0f} s" if startup else "")
           + {True: "; LoRA kernels: ppg_nb.vllm_lora's", False: "; LoRA kernels: vLLM's own", None: ""}[plugin])
-    print(f"{'':<16}{'rollout':>10}{'agent tokens':>14}{'tokens/s':>10}")
-    names = {"hf": "HF generate", "vllm": "vLLM", "vllm_own_kernels": "vLLM, its LoRA"}
+    print(f"{'':<24}{'rollout':>10}{'agent tokens':>14}{'tokens/s':>10}")
     for kind in times:
         t, n = statistics.median(times[kind]), statistics.median(tokens[kind])
-        print(f"{names[kind]:<16}{t:>9.1f}s{n:>14.0f}{n / t:>10.0f}")
-    if "vllm_own_kernels" in times:
-        print(f"vLLM with ppg_nb's LoRA kernels / with its own: {vllm / statistics.median(times['vllm_own_kernels']):.3f}")
+        print(f"{'HF generate' if kind == 'hf' else 'vLLM' if kind == 'vllm' else kind:<24}{t:>9.1f}s{n:>14.0f}{n / t:>10.0f}"
+              + (f"   vLLM default / this: {vllm / t:.3f}" if kind.startswith("vllm ") else ""))
     print(f"vLLM / HF rollout time: {ratio:.3f}   target <= {MAX_RATIO:.3f}: {'ok' if ratio <= MAX_RATIO else 'MISSED'}")
     print(f"log-probs, engine vs trainer: mean |diff| {mean_diff:.2e}, max {max_diff:.2e}   target mean <= {MAX_LOGPROB_DIFF:.0e}: "
           f"{'ok' if mean_diff <= MAX_LOGPROB_DIFF else 'MISSED'}")
@@ -126,7 +123,7 @@ def main():
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(dict(command=" ".join(["python", *sys.argv]), batch=args.batch, turns=args.turns,
                                              max_new_tokens=args.max_new_tokens, hf_s=times["hf"], vllm_s=times["vllm"],
-                                             vllm_own_kernels_s=times.get("vllm_own_kernels"),
+                                             variants_s={k: v for k, v in times.items() if k.startswith("vllm ")},
                                              tokens=tokens, ratio=ratio, logprob_mean_diff=mean_diff, logprob_max_diff=max_diff,
                                              server_start_s=startup, lora_plugin=plugin,
                                              versions=versions()), indent=1) + "\n")
