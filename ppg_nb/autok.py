@@ -5,16 +5,24 @@
 # %% ../nbs/02c_autok.ipynb #1afa3193
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import torch
 
 # %% auto #0
-__all__ = ['AUTO', 'CRITERIA', 'RULES', 'MEMORY', 'AutoK']
+__all__ = ['AUTO', 'CRITERIA', 'RULES', 'MEMORY', 'TESTS', 'family_z', 'AutoK']
 
 # %% ../nbs/02c_autok.ipynb #55717ec6
 AUTO = "auto"  # the K that asks for the selection rule
 CRITERIA = ("gain", "mse")
-RULES = ("budget", "step")  # "budget": the noise of the run's remaining trajectories; "step": of the pooled batches (the first rule)
-MEMORY = {"budget": 1.0, "step": 0.9}  # each rule's default memory (1: every step of the run weighs the same)
+RULES = ("budget", "step", "tested")  # "budget": the noise of the run's remaining trajectories; "step": of the pooled batches (the first rule); "tested": budget, moving off the current K only on a significant gain
+MEMORY = {"budget": 1.0, "step": 0.9, "tested": 1.0}  # each rule's default memory (1: every step of the run weighs the same)
+TESTS = ("alignment", "gain")  # rule "tested": which estimate must be significant (see below)
+
+
+def family_z(count: int, level: float = 1 - NormalDist().cdf(1.0)) -> float:
+    "The one-sided threshold (in standard errors) of `count` comparisons at family-wise `level` (Bonferroni; default: one SE's level, 0.159)."
+    return NormalDist().inv_cdf(1 - level / max(1, count))
 
 
 class AutoK:
@@ -22,7 +30,10 @@ class AutoK:
     def __init__(self, candidates, # the K values to choose from (two or more distinct integers >= 1)
                  memory: float | None = None, # weight of the earlier steps' statistics, in [0, 1] (0: this step only; 1: the run's mean); None: the rule's (`MEMORY`)
                  criterion: str = "gain", # "gain": the expected gain at the best step size; "mse": plain bias^2 + variance
-                 rule: str = "budget"): # "budget": noise averaged over the run's remaining trajectories; "step": over the pooled batches
+                 rule: str = "budget", # "budget": noise averaged over the run's remaining trajectories; "step": over the pooled batches; "tested": budget with a significance test
+                 z: float | None = None, # rule "tested": the threshold in standard errors; None: `family_z` of the tests one step makes
+                 default: int | None = None, # rule "tested": the K used when no candidate passes; None: the longest ("alignment"), the first pick ("gain")
+                 test: str = "alignment"): # rule "tested": "alignment": only candidates whose A_K is significantly > 0 compete; "gain": leave the current K only for a significantly larger score
         candidates = list(candidates) if not isinstance(candidates, (str, bytes)) else [candidates]
         if any(isinstance(K, bool) or not isinstance(K, int) or K < 1 for K in candidates):
             raise ValueError(f"K='auto' chooses among integer K >= 1: got candidates {candidates}")
@@ -32,12 +43,20 @@ class AutoK:
         if isinstance(memory, bool) or not (isinstance(memory, (int, float)) and 0 <= memory <= 1):
             raise ValueError(f"memory must be in [0, 1], got {memory!r}")
         if criterion not in CRITERIA: raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-        self.candidates, self.memory, self.criterion, self.rule = candidates, float(memory), criterion, rule
-        self._sums = None
+        if rule == "tested" and criterion != "gain": raise ValueError("rule 'tested' tests the gain criterion: criterion must be 'gain'")
+        if default is not None and default not in candidates: raise ValueError(f"default must be one of the candidates {candidates}, got {default!r}")
+        if test not in TESTS: raise ValueError(f"test must be one of {TESTS}, got {test!r}")
+        z = family_z(len(set(candidates)) - (test == "gain")) if z is None else z
+        if isinstance(z, bool) or not (isinstance(z, (int, float)) and z >= 0): raise ValueError(f"z must be a number >= 0, got {z!r}")
+        self.candidates, self.memory, self.criterion, self.rule, self.z = candidates, float(memory), criterion, rule, float(z)
+        self.test = test
+        if default is None and test == "alignment": default = max(candidates)
+        self.default = None if default is None else candidates.index(default)
+        self._sums, self.incumbent = None, None
 
     def update(self, terms: torch.Tensor, # `(C, ..., N, d)` per-trajectory gradient terms $X^{K}_m$ of each candidate
                reference: torch.Tensor, # `(..., N, d)` per-trajectory terms $X^{F}_m$ of the unbiased (full) gradient
-               remaining: float | None = None, # rule "budget": trajectories the rest of the run draws, this step's included
+               remaining: float | None = None, # rules "budget", "tested": trajectories the rest of the run draws, this step's included
                update_terms: torch.Tensor | None = None, # `(C, ..., N, d)` the terms the update averages, when `terms` are a lower-noise version of them with the same mean (a baseline); None: `terms`
                ) -> torch.Tensor: # `(...)` index into `candidates` of the chosen K
         "Fold this step's terms into the pooled statistics; the index of the candidate the criterion prefers."
@@ -46,8 +65,8 @@ class AutoK:
                              f"{tuple(terms.shape)} and {tuple(reference.shape)}")
         N = terms.shape[-2]
         if N < 2: raise ValueError(f"K='auto' needs at least 2 trajectories per step to estimate a variance, got {N}")
-        if self.rule == "budget" and (isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not remaining >= 1):
-            raise ValueError(f"rule 'budget' needs remaining: the trajectories the rest of the run draws (>= 1), got {remaining!r}")
+        if self.rule != "step" and (isinstance(remaining, bool) or not isinstance(remaining, (int, float)) or not remaining >= 1):
+            raise ValueError(f"rule {self.rule!r} needs remaining: the trajectories the rest of the run draws (>= 1), got {remaining!r}")
         if update_terms is not None and update_terms.shape != terms.shape:
             raise ValueError(f"update_terms must have the shape of terms {tuple(terms.shape)}, got {tuple(update_terms.shape)}")
         self._fold(terms, reference, terms if update_terms is None else update_terms)
@@ -61,13 +80,49 @@ class AutoK:
             self.power = (mean_k ** 2).sum(-1)                                   # estimates E ||g_hat_K||^2 (pooled)
         else:
             self.trace, self.remaining = s["var_u"] / w, float(remaining)       # the noise of the run's remaining trajectories
-            self.power = ((mean_k ** 2).sum(-1) - noise * s["var_k"] / w).clamp(min=0) + self.trace / self.remaining
+            self.mean2 = (mean_k ** 2).sum(-1) - noise * s["var_k"] / w          # estimates ||mu_K||^2 (unbiased, before the clamp)
+            self.power = self.mean2.clamp(min=0) + self.trace / self.remaining
         self.variance = self.trace / self.remaining
         if self.criterion == "gain":
             self.score = self.alignment * self.alignment.abs() / self.power.clamp(min=torch.finfo(self.power.dtype).tiny)
         else: self.score = -(self.bias2.clamp(min=0) + self.variance)
-        self.choice = self.score.argmax(0)
+        self.choice = self.score.argmax(0) if self.rule != "tested" else self._test(terms, reference, mean_k, mean_f, noise)
         return self.choice
+
+    def _test(self, terms, reference, mean_k, mean_f, noise) -> torch.Tensor:
+        "Rule 'tested': the delta-method variance of the score differences; move off the incumbent only to a significantly better K."
+        C = len(self.candidates)
+        centred_k, centred_f = terms - terms.mean(-2, keepdim=True), reference - reference.mean(-2, keepdim=True)
+        influence_a = (centred_k * mean_f.unsqueeze(-2)).sum(-1) + (mean_k.unsqueeze(-2) * centred_f).sum(-1)   # (C, ..., N): one trajectory's share of A_K
+        influence_m = 2 * (mean_k.unsqueeze(-2) * centred_k).sum(-1)                                             # of ||mu_K||^2
+        z = torch.cat([influence_a, influence_m])                                                              # (2C, ..., N)
+        step_cov = torch.einsum("i...n,j...n->ij...", z, z) / (z.shape[-1] - 1)                               # (2C, 2C, ...)
+        old = self._sums.get("influence")
+        self._sums["influence"] = step_cov if old is None else self.memory * old + step_cov
+        cov = noise * self._sums["influence"] / self._sums["weight"]                                           # Cov of the pooled (A, M)
+        power = self.power.clamp(min=torch.finfo(self.power.dtype).tiny)
+        d_a = 2 * self.alignment.abs() / power                                                                 # d score / d A
+        d_m = -self.score / power * (self.mean2 > 0)                                                           # d score / d M (0 where clamped)
+        grad = torch.cat([torch.diag_embed(d_a.movedim(0, -1)), torch.diag_embed(d_m.movedim(0, -1))], -1)    # (..., C, 2C)
+        score_cov = grad @ cov.movedim(0, -1).movedim(0, -1) @ grad.transpose(-1, -2)                          # (..., C, C)
+        self.alignment_se = (noise * self._sums["influence"].diagonal(0, 0, 1).movedim(-1, 0)[:C] / self._sums["weight"]).clamp(min=0).sqrt()
+        if self.test == "alignment":                  # eligible: a detectable alignment; the gain among them; none: the default
+            eligible = self.alignment > self.z * self.alignment_se
+            best = self.score.masked_fill(~eligible, -torch.inf).argmax(0)
+            self.incumbent = torch.where(eligible.any(0), best, torch.full_like(best, self.default))
+            return self.incumbent
+        if self.incumbent is None:
+            self.incumbent = self.score.argmax(0) if self.default is None else torch.full_like(self.score[0], self.default, dtype=torch.long)
+        i = self.incumbent
+        var_i = score_cov.diagonal(0, -2, -1).gather(-1, i[..., None])                                         # (..., 1)
+        cross = score_cov.gather(-1, i[..., None, None].expand(*i.shape, C, 1))[..., 0]                        # (..., C)
+        var_diff = (score_cov.diagonal(0, -2, -1) + var_i - 2 * cross).clamp(min=0).movedim(-1, 0)             # (C, ...)
+        self.gain = self.score - self.score.gather(0, i[None])                                                  # over the incumbent
+        self.gain_se = var_diff.sqrt()
+        significant = self.gain > self.z * self.gain_se
+        best = self.score.masked_fill(~significant, -torch.inf).argmax(0)
+        self.incumbent = torch.where(significant.any(0), best, i)
+        return self.incumbent
 
     def _fold(self, terms, reference, update_terms) -> None:
         "Add one batch's means and centred second moments to the pooled sums: s <- memory * s + this batch."
@@ -81,8 +136,19 @@ class AutoK:
                     weight=1.0, inv_n=1.0 / N)
         b, old = self.memory, self._sums
         if old is None: self._sums = step
-        else: self._sums = {k: b * old.get(k, step[k]) + step[k] for k in step if k != "inv_n"} | {"inv_n": b * b * old["inv_n"] + step["inv_n"]}
+        else: self._sums = {k: b * old.get(k, step[k]) + step[k] for k in step if k != "inv_n"} | {"inv_n": b * b * old["inv_n"] + step["inv_n"]} \
+                           | ({"influence": old["influence"]} if "influence" in old else {})
 
     def chosen(self) -> torch.Tensor:
         "The K values chosen at the last update (shape `(...)`)."
         return torch.tensor(self.candidates)[self.choice]
+
+    def state_dict(self) -> dict:
+        "The pooled statistics and the incumbent (rule 'tested'), JSON-able and exact for float64 sums."
+        sums = None if self._sums is None else {k: v.tolist() if torch.is_tensor(v) else v for k, v in self._sums.items()}
+        return {"sums": sums, "incumbent": None if self.incumbent is None else self.incumbent.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        sums = state.get("sums")
+        self._sums = None if sums is None else {k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in sums.items()}
+        self.incumbent = None if state.get("incumbent") is None else torch.tensor(state["incumbent"], dtype=torch.long)

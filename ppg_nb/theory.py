@@ -394,7 +394,7 @@ def tradeoff_grid(env: ExactEnv,
                   memory: float | None = None, # `AutoK`'s memory (with "auto"; None: its rule's default)
                   criterion: str = "gain", # `AutoK`'s criterion
                   rule: str = "budget", # `AutoK`'s rule
-                  control: bool | None = None, # the rule reads returns less their batch mean (a control variate); None: with rule "budget"
+                  control: bool | None = None, # the rule reads returns less their batch mean (a control variate); None: with rules "budget" and "tested"
                   batch: int | None = None, # trajectories per step with a budget: each run draws N in N // batch steps (then `steps` is unused)
                   ) -> pd.DataFrame: # columns N, K, seed, value, optimum (and chosen)
     "Gradient ascent with the empirical K-step gradient for every N, K and seed; the exact value reached, beside $J^*$."
@@ -420,7 +420,7 @@ def tradeoff_grid(env: ExactEnv,
             values = env.exact_value(theta).tolist()
             rows += [(N_row, K, seed, values[k * nS + s], math.nan) for k, K in enumerate(Ks) for s, seed in enumerate(seeds)]
             if auto:
-                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion, rule, rule == "budget" if control is None else control)
+                values, chosen = _auto_runs(env, N, seeds, Ks, steps, lr, memory, criterion, rule, rule != "step" if control is None else control)
                 rows += [(N_row, AUTO, seed, v, c) for seed, v, c in zip(seeds, values.tolist(), chosen.mean(0).tolist())]
                 by_step[N_row] = chosen.mean(1).tolist()
     df = pd.DataFrame(rows, columns=["N", "K", "seed", "value", "chosen"])

@@ -159,7 +159,8 @@ class CreditConfig:
                                                              "conversation length is full planning)")
     auto_memory: float | None = _field(None, "K='auto': weight of earlier steps' statistics in the rule (ppg_nb.autok.AutoK memory); "
                                              "None: the rule's default (budget: 1, the run's mean; step: 0.9)")
-    auto_rule: str = _field("budget", "K='auto': 'budget' weighs the noise of the run's remaining trajectories (ppg_nb.autok); "
+    auto_rule: str = _field("budget", "K='auto': 'budget' weighs the noise of the run's remaining trajectories (ppg_nb.autok); 'tested': "
+                                      "budget among the K whose alignment with the full gradient is significant, else full planning; "
                                       "'step': of the pooled batches (the first rule)")
     auto_sketch: int = _field(16, "K='auto': each per-turn score term is sketched to auto_sketch**2 numbers (`AutoCredit`)")
     segment_length: int | None = _field(None, "segment length of 'segment' (or give segment_boundaries)")
@@ -663,6 +664,7 @@ class AutoCredit(StepHook):
         self.K = self.candidates[pick]
         self.last = {"auto/next_K": self.K, "auto/score": self.rule.score.tolist(), "auto/alignment": self.rule.alignment.tolist(),
                      "auto/power": self.rule.power.tolist(), "auto/trace": self.rule.trace.tolist(), "auto/remaining": self.rule.remaining}
+        if self.rule.rule == "tested": self.last["auto/alignment_se"] = self.rule.alignment_se.tolist()   # what the test compares A_K with
 
     def read(self, run, batches): self.step_K = self.K          # the K this step credits with (`Credit`)
 
@@ -679,14 +681,11 @@ class AutoCredit(StepHook):
     def record(self): return {"auto/K": self.step_K, **self.last}
 
     def state_dict(self) -> dict:
-        "The rule's pooled statistics and the current K (JSON-able, exact: float64 values)."
-        sums = None if self.rule._sums is None else {k: v.tolist() if torch.is_tensor(v) else v for k, v in self.rule._sums.items()}
-        return {"K": self.K, "sums": sums}
+        "The rule's pooled statistics (rule 'tested': with its influence covariance and incumbent) and the current K (JSON-able, exact: float64 values)."
+        return {"K": self.K, **self.rule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.K = state["K"]
-        self.rule._sums = None if state["sums"] is None else {
-            k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in state["sums"].items()}
+        self.K = state["K"]; self.rule.load_state_dict(state)
 
 # %% ../nbs/10_train.ipynb #b800e65d
 class Credit:

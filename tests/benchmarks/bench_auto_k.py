@@ -1,8 +1,8 @@
 """Benchmark of `K="auto"` in the theory lab on settings it was not tuned on (not a pytest test).
 
 Draws random lab settings (n, A, horizon, context, payoff seed) the rule's design never looked at and runs
-`tradeoff_grid(env, Ks=[1, ..., n, "auto"])` on each (20 seeds) for both rules of `ppg_nb.autok`: `budget` (the default)
-and `step` (the first rule). With `--batch B` (the default, 16) each N is a run's budget: N trajectories in N // B steps of
+`tradeoff_grid(env, Ks=[1, ..., n, "auto"])` on each (20 seeds) for the rules of `ppg_nb.autok` named by `--rules` (default:
+`budget` and `step`, the first rule; `tested`: budget with a significance test). With `--batch B` (the default, 16) each N is a run's budget: N trajectories in N // B steps of
 B trajectories, as the trainer runs; `--batch 0` is the first lab (N trajectories at each of 50 steps). It prints, per setting
 and pooled over settings, side by side (values scaled to (J - J(theta0)) / (J* - J(theta0)) so settings pool):
 
@@ -13,10 +13,10 @@ and pooled over settings, side by side (values scaled to (J - J(theta0)) / (J* -
 - the Spearman correlation of auto's mean chosen K with N, on the settings whose oracle K grows with N (Spearman of the
   oracle K with N > 0); target: positive on at least 80% of them.
 
-Exits non-zero when the `--rule` (default budget) misses a pooled target. `--save FILE.json` writes every row.
+Exits non-zero when the `--rule` (default: the first of `--rules`) misses a pooled target. `--save FILE.json` writes every row.
 
 Run:  python tests/benchmarks/bench_auto_k.py [--settings 12] [--seeds 20] [--batch 16] [--Ns 64 160 384 768]
-          [--first-seed 9100] [--rule budget] [--save nbs/results/autok/budget.json]
+          [--first-seed 9100] [--rules budget step] [--rule budget] [--save nbs/results/autok/budget.json]
 The first rule's benchmark (nbs/results/autok/bench.json): --batch 0 --Ns 4 16 64 256 --first-seed 5000 --rule step, with
 the first rule's memory 0.9 (its default) and the target gap / 3.
 """
@@ -33,7 +33,7 @@ import torch
 from ppg_nb.experiments import versions
 from ppg_nb.theory import ExactEnv, tradeoff_grid, tradeoff_table
 
-RULES = ("budget", "step")
+RULES = ("budget", "step", "tested")
 
 
 def draw_settings(count: int, first_seed: int = 9100) -> list[dict]:
@@ -87,42 +87,45 @@ def main():
     parser.add_argument("--batch", type=int, default=16, help="trajectories per step; N is the run's budget (0: N per step, 50 steps)")
     parser.add_argument("--Ns", type=int, nargs="+", default=[64, 160, 384, 768])
     parser.add_argument("--first-seed", type=int, default=9100, help="payoff seed of the first setting (and of their draw)")
-    parser.add_argument("--rule", choices=RULES, default="budget", help="the rule the exit code judges (both are printed)")
+    parser.add_argument("--rules", choices=RULES, nargs="+", default=["budget", "step"], help="the rules run side by side on the same settings")
+    parser.add_argument("--rule", choices=RULES, default=None, help="the rule the exit code judges (default: the first of --rules; all are printed)")
     parser.add_argument("--memory", type=float, default=None, help="AutoK memory (default: each rule's)")
     parser.add_argument("--share", type=float, default=4, help="target: regret <= gap / share (4; the first benchmark used 3)")
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args()
+    RUN = list(dict.fromkeys(args.rules)); args.rule = args.rule or RUN[0]
+    if args.rule not in RUN: parser.error(f"--rule {args.rule} is not among --rules {RUN}")
     torch.set_num_threads(1)
     grid = dict(Ns=tuple(args.Ns)) | (dict(batch=args.batch) if args.batch else {})
-    rows, t0 = {rule: [] for rule in RULES}, time.time()
-    print(f"{'setting':<40} {'best K':>9} {'budget':>7} {'step':>7} {'regret b/s':>11} {'gap/' + format(args.share, 'g'):>6}  oracle K by N | chosen: budget / step")
+    rows, t0 = {rule: [] for rule in RUN}, time.time()
+    cols = " ".join(f"{r:>7}" for r in RUN)
+    print(f"{'setting':<40} {'best K':>9} {cols} {'regret ' + '/'.join(r[0] for r in RUN):>14} {'gap/' + format(args.share, 'g'):>6}  oracle K by N | chosen: " + " / ".join(RUN))
     for kw in draw_settings(args.settings, args.first_seed):
-        for rule in RULES: rows[rule].append(measure(kw, args.seeds, grid, rule, args.memory))
-        b, st = rows["budget"][-1], rows["step"][-1]
+        for rule in RUN: rows[rule].append(measure(kw, args.seeds, grid, rule, args.memory))
+        b = rows[args.rule][-1]; last = [rows[r][-1] for r in RUN]
         name = f"n={kw['n']} A={kw['n_actions']} h={kw['horizon']} {kw['context']} seed={kw['seed']}"
-        print(f"{name:<40} {b['best_fixed']:>6.3f} K{b['best_fixed_K']} {b['auto']:>7.3f} {st['auto']:>7.3f} {b['regret']:>5.3f}/{st['regret']:.3f}"
-              f" {b['gap'] / args.share:>6.3f}  {b['oracle_K']} | {b['chosen']} / {st['chosen']}", flush=True)
-    pooled = {rule: pool(rows[rule]) for rule in RULES}
+        print(f"{name:<40} {b['best_fixed']:>6.3f} K{b['best_fixed_K']} " + " ".join(f"{x['auto']:>7.3f}" for x in last) + " "
+              + f"{'/'.join(format(x['regret'], '.3f') for x in last):>14} {b['gap'] / args.share:>6.3f}  {b['oracle_K']} | "
+              + " / ".join(str(x["chosen"]) for x in last), flush=True)
+    pooled = {rule: pool(rows[rule]) for rule in RUN}
     p = pooled[args.rule]
     print(f"\npooled over {args.settings} settings ({time.time() - t0:.0f} s), values scaled to [J(theta0), J*] = [0, 1]:")
     print("  fixed K as one policy over settings (K > n: full planning): " + ", ".join(f"K={K} {v:.4f}" for K, v in p["fixed"].items()))
-    print(f"  {'':<44} {'budget':>9} {'step':>9} {'target':>10}")
+    print(f"  {'':<44} " + " ".join(f"{r:>9}" for r in RUN) + f" {'target':>10}")
     best = p["fixed"][p["best_K"]]
-    print(f"  {'auto mean value':<44} {pooled['budget']['auto']:>9.4f} {pooled['step']['auto']:>9.4f} {'>=' + format(best, '.4f'):>10}  (best fixed K={p['best_K']})")
-    print(f"  {'regret to the per-N oracle K / gap':<44} {pooled['budget']['regret'] / p['gap']:>9.3f} {pooled['step']['regret'] / p['gap']:>9.3f} "
-          f"{'<=' + format(1 / args.share, '.3f'):>10}  (gap {p['gap']:.4f})")
-    print(f"  {'chosen K grows with N, where the oracle does':<44} {pooled['budget']['chosen_grows']:>5} of {p['oracle_grows']} "
-          f"{pooled['step']['chosen_grows']:>5} of {p['oracle_grows']} {'>= 80%':>10}")
-    print(f"  {'chosen K grows with N, all settings':<44} {pooled['budget']['chosen_grows_all']:>5} of {args.settings} "
-          f"{pooled['step']['chosen_grows_all']:>5} of {args.settings}")
-    print(f"  {'auto >= the setting best fixed K':<44} {pooled['budget']['wins']:>5} of {args.settings} {pooled['step']['wins']:>5} of {args.settings}")
+    print(f"  {'auto mean value':<44} " + " ".join(f"{pooled[r]['auto']:>9.4f}" for r in RUN) + f" {'>=' + format(best, '.4f'):>10}  (best fixed K={p['best_K']})")
+    print(f"  {'regret to the per-N oracle K / gap':<44} " + " ".join(f"{pooled[r]['regret'] / p['gap']:>9.3f}" for r in RUN)
+          + f" {'<=' + format(1 / args.share, '.3f'):>10}  (gap {p['gap']:.4f})")
+    print(f"  {'chosen K grows with N, where the oracle does':<44} " + " ".join(f"{pooled[r]['chosen_grows']:>4} of {p['oracle_grows']}" for r in RUN) + f" {'>= 80%':>10}")
+    print(f"  {'chosen K grows with N, all settings':<44} " + " ".join(f"{pooled[r]['chosen_grows_all']:>3} of {args.settings}" for r in RUN))
+    print(f"  {'auto >= the setting best fixed K':<44} " + " ".join(f"{pooled[r]['wins']:>3} of {args.settings}" for r in RUN))
     ok = {"auto below the best fixed K": p["auto"] >= best, "regret above gap / " + format(args.share, "g"): p["regret"] <= p["gap"] / args.share,
           "chosen K does not grow where the oracle does": p["oracle_grows"] == 0 or p["chosen_grows"] >= 0.8 * p["oracle_grows"]}
     print(f"  rule {args.rule}: " + ", ".join(f"{'MISSED: ' if not v else 'ok: not '}{k}" for k, v in ok.items()))
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(dict(command="python tests/benchmarks/bench_auto_k.py " + " ".join(sys.argv[1:]), versions=versions(),
-                                             grid=grid, share=args.share, rows=rows, pooled=pooled), indent=1))
+                                             grid=grid, share=args.share, rules=RUN, judged=args.rule, rows=rows, pooled=pooled), indent=1))
     if not all(ok.values()): raise SystemExit("missed: " + ", ".join(k for k, v in ok.items() if not v))
 
 
